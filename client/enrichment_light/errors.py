@@ -1,0 +1,49 @@
+"""The exception hierarchy of enrichment-light.
+
+Everything raised on purpose by this package derives from :class:`EnrichmentError`. Errors about
+bad input also derive from :class:`ValueError`, so code written against the seed's ``ValueError``
+keeps working.
+"""
+
+from __future__ import annotations
+
+
+class EnrichmentError(Exception):
+    """Base class of every error raised by enrichment-light."""
+
+
+class InvalidInputError(EnrichmentError, ValueError):
+    """A request carried input that can never succeed (bad image, bad boxes, bad dtype...)."""
+
+
+class InvalidImageError(InvalidInputError):
+    """Image bytes that cannot be decoded: empty, truncated, corrupt, unknown format or too large."""
+
+
+class InvalidModelPathError(EnrichmentError, ValueError):
+    """A model path that is unsafe (traversal, NUL, outside the allowed roots) or unusable."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"invalid model path {path!r}: {reason}")
+
+
+class ModelFileError(EnrichmentError):
+    """A checkpoint, ONNX file or plan that cannot be used; the message says what to do."""
+
+
+class ServerUnavailableError(EnrichmentError):
+    """The Triton server cannot be reached (down, refusing connections, or not ready)."""
+
+
+class ModelNotReadyError(EnrichmentError):
+    """The server is up but the model is not loaded or not ready."""
+
+
+class InferenceTimeoutError(EnrichmentError, TimeoutError):
+    """A request did not complete within its ``timeout_s``."""
+
+
+class ServerStartError(EnrichmentError, RuntimeError):
+    """The embedded Triton server could not be started; the message includes its log tail."""
