@@ -1,0 +1,285 @@
+"""Protocol plumbing shared by the sync and asyncio clients.
+
+- :func:`translate_error` maps every tritonclient, gRPC, HTTP and socket error onto the package's
+  hierarchy, keeping the server's own words.
+- :class:`Endpoints` parses URLs and hands out round-robin start positions for fail-over.
+- :class:`RetryPolicy` decides what to retry (``ServerUnavailableError`` only) and how long to
+  wait between rounds.
+- :class:`ShmPool` owns the system shared-memory regions of the ``shm`` transport.
+
+Thread safety of tritonclient (checked in its 2.51 source): the gRPC client is thread-safe except
+for streaming, so one is shared by all threads; the HTTP client is documented as not thread-safe,
+so the sync client keeps one HTTP client per thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import re
+import socket
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from enrichment_light.contract import GRPC_PORT, HTTP_PORT
+from enrichment_light.errors import (
+    EnrichmentError,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
+
+PROTOCOLS = ("grpc", "http")
+URL_ENV = "ENRICHMENT_TRITON_URL"
+
+# Words Triton uses when a model is missing, unloaded or still loading.
+_MODEL_NOT_READY = re.compile(
+    r"unknown model|is not ready|not found|no available versions|unavailable model|not loaded|"
+    r"failed to load|is not available",
+    re.IGNORECASE,
+)
+_GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"
+_STATUS_CLASSES: dict[str, type[EnrichmentError]] = {
+    "StatusCode.DEADLINE_EXCEEDED": InferenceTimeoutError,
+    "StatusCode.INVALID_ARGUMENT": InvalidInputError,
+    "StatusCode.OUT_OF_RANGE": InvalidInputError,
+    "StatusCode.FAILED_PRECONDITION": InvalidInputError,
+    "StatusCode.NOT_FOUND": ModelNotReadyError,
+    "StatusCode.CANCELLED": InferenceTimeoutError,
+    "400": InvalidInputError,
+    "404": ModelNotReadyError,
+    "408": InferenceTimeoutError,
+    "502": ServerUnavailableError,
+    "503": ServerUnavailableError,
+    "504": InferenceTimeoutError,
+}
+
+
+def translate_error(err: BaseException, *, url: str, model: str | None = None) -> EnrichmentError:
+    """Return the package error for any error raised while talking to Triton.
+
+    The message keeps the server's own words and adds the URL and model. Callers raise the
+    result ``from err``.
+
+    Args:
+        err: The tritonclient, gRPC, aiohttp or socket error.
+        url: The server URL the request went to.
+        model: The model the request was for, if any.
+
+    Returns:
+        An instance of a subclass of :class:`EnrichmentError` (``err`` itself when it is one).
+    """
+    if isinstance(err, EnrichmentError):
+        return err
+    where = f"{url}" + (f" model {model!r}" if model else "")
+    status, text = _status_and_text(err)
+    if status in (_GRPC_UNAVAILABLE, "502", "503"):
+        if model and _MODEL_NOT_READY.search(text) and "connect" not in text.lower():
+            return ModelNotReadyError(f"{where}: {text}")
+        return ServerUnavailableError(f"{where}: {text}")
+    cls = _STATUS_CLASSES.get(status or "")
+    if cls is InvalidInputError and model and _MODEL_NOT_READY.search(text) and "model" in text.lower():
+        cls = ModelNotReadyError
+    if cls is None and status is not None and _MODEL_NOT_READY.search(text):
+        cls = ModelNotReadyError
+    if cls is None:
+        cls = _class_for_exception(err)
+    return cls(f"{where}: {text}")
+
+
+def _status_and_text(err: BaseException) -> tuple[str | None, str]:
+    from tritonclient.utils import InferenceServerException
+
+    if isinstance(err, InferenceServerException):
+        return err.status(), str(err.message() if err.message() is not None else err)
+    code = getattr(err, "code", None)
+    if callable(code):  # grpc.RpcError
+        try:
+            status = str(code())
+            details = err.details() if hasattr(err, "details") else str(err)
+            return status, str(details)
+        except Exception:
+            pass
+    status_attr = getattr(err, "status", None)  # aiohttp.ClientResponseError
+    if isinstance(status_attr, int):
+        return str(status_attr), str(err)
+    return None, f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _class_for_exception(err: BaseException) -> type[EnrichmentError]:
+    if isinstance(err, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or "Timeout" in type(err).__name__:
+        return InferenceTimeoutError
+    if isinstance(err, (ConnectionError, OSError)) or "Connect" in type(err).__name__:
+        return ServerUnavailableError
+    return EnrichmentError
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One server: ``host:port`` and its protocol."""
+
+    url: str
+    protocol: str
+
+    def __str__(self) -> str:
+        return f"{self.protocol}://{self.url}"
+
+
+def default_url(protocol: str) -> str:
+    """Return the default server address: ``localhost`` with the contract's gRPC or HTTP port."""
+    return f"localhost:{GRPC_PORT if protocol == 'grpc' else HTTP_PORT}"
+
+
+def parse_endpoints(urls: str | Sequence[str] | None, protocol: str) -> tuple[Endpoint, ...]:
+    """Parse one URL or a list of URLs (``host:port``, optionally ``grpc://`` or ``http://``).
+
+    Raises:
+        ValueError: Unknown protocol, empty list, or a scheme that disagrees with `protocol`.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if urls is None:
+        urls = [default_url(protocol)]
+    elif isinstance(urls, str):
+        urls = [u for u in (p.strip() for p in urls.split(",")) if u]
+    if not urls:
+        raise ValueError("at least one server URL is needed")
+    endpoints = []
+    for raw in urls:
+        scheme, sep, rest = str(raw).strip().partition("://")
+        url = rest if sep else scheme
+        if sep:
+            wanted = "http" if scheme in ("http", "https") else scheme
+            if wanted != protocol:
+                raise ValueError(f"URL {raw!r} has scheme {scheme!r} but protocol is {protocol!r}")
+        url = url.rstrip("/")
+        if not url:
+            raise ValueError(f"empty server URL in {urls!r}")
+        endpoints.append(Endpoint(url, protocol))
+    return tuple(endpoints)
+
+
+class RoundRobin:
+    """Thread-safe round-robin start positions over `n` endpoints."""
+
+    def __init__(self, n: int) -> None:
+        self._n = n
+        self._counter = itertools.count()
+        self._lock = threading.Lock()
+
+    def order(self) -> list[int]:
+        """Return every endpoint index once, starting at the next round-robin position."""
+        with self._lock:
+            start = next(self._counter) % self._n
+        return [(start + i) % self._n for i in range(self._n)]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Retry ``ServerUnavailableError`` only: every endpoint once per round, then back off.
+
+    Attributes:
+        retries: Extra rounds after the first (0 = no retry, but still fail over across URLs).
+        backoff_s: Wait before the second round; doubled for each further round.
+    """
+
+    retries: int = 2
+    backoff_s: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.retries < 0:
+            raise ValueError(f"retries must be >= 0, got {self.retries}")
+        if self.backoff_s < 0:
+            raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
+
+    def delay_s(self, round_index: int) -> float:
+        """Seconds to wait before round `round_index` (1-based for the first retry)."""
+        return self.backoff_s * (2 ** (round_index - 1))
+
+
+def shm_key(name: str) -> str:
+    """The POSIX shared-memory key (``shm_open`` name) for a region name."""
+    return f"/{name}"
+
+
+class ShmRegion:
+    """One POSIX shared-memory region (``/dev/shm/<name>``), created and owned by this process.
+
+    Built on the standard library's :class:`multiprocessing.shared_memory.SharedMemory`, not on
+    ``tritonclient.utils.shared_memory``: that module imports ``pkg_resources``, which setuptools
+    81 and later no longer ship. Triton opens the same region with ``shm_open(key)``.
+    """
+
+    def __init__(self, byte_size: int, prefix: str) -> None:
+        from multiprocessing import shared_memory
+
+        self.name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+        self.key = shm_key(self.name)
+        self.byte_size = int(byte_size)
+        self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=self.byte_size)
+
+    def write(self, array: np.ndarray) -> None:
+        """Copy `array` to the start of the region."""
+        src = np.ascontiguousarray(array)
+        if src.nbytes > self.byte_size:
+            raise ValueError(f"{src.nbytes} bytes do not fit shared-memory region {self.name} of {self.byte_size}")
+        np.ndarray(src.shape, src.dtype, buffer=self._shm.buf)[...] = src
+
+    def read(self, dtype: type, shape: Sequence[int]) -> np.ndarray:
+        """Copy the region's first ``prod(shape)`` items out as an array."""
+        return np.ndarray(tuple(shape), np.dtype(dtype), buffer=self._shm.buf).copy()
+
+    def destroy(self) -> None:
+        """Unmap and unlink the region."""
+        self._shm.close()
+        with contextlib.suppress(FileNotFoundError):
+            self._shm.unlink()
+
+
+class ShmPool:
+    """Reusable shared-memory regions keyed by byte size; one region serves one request at a time.
+
+    Registration with the server is the client's job (``registered`` tracks it per endpoint).
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = f"{prefix}_{uuid.uuid4().hex[:6]}"
+        self._free: dict[int, list[ShmRegion]] = {}
+        self._all: list[ShmRegion] = []
+        self._lock = threading.Lock()
+        self.registered: set[tuple[str, str]] = set()  # (endpoint url, region name)
+
+    def acquire(self, byte_size: int) -> ShmRegion:
+        """Return a free region of exactly `byte_size` bytes, creating one when none is free."""
+        with self._lock:
+            free = self._free.get(byte_size)
+            if free:
+                return free.pop()
+        region = ShmRegion(byte_size, self._prefix)
+        with self._lock:
+            self._all.append(region)
+        return region
+
+    def release(self, region: ShmRegion) -> None:
+        """Give `region` back for reuse."""
+        with self._lock:
+            self._free.setdefault(region.byte_size, []).append(region)
+
+    def regions(self) -> list[ShmRegion]:
+        """Every region created so far."""
+        with self._lock:
+            return list(self._all)
+
+    def destroy_all(self) -> None:
+        """Destroy every region (call after unregistering them from the servers)."""
+        with self._lock:
+            regions, self._all, self._free = self._all, [], {}
+            self.registered.clear()
+        for region in regions:
+            region.destroy()

@@ -1,0 +1,353 @@
+"""The asyncio twin of :class:`~enrichment_light.client.EnrichmentClient`.
+
+Same constructor, same methods (as coroutines), same errors. The ``*_batch`` methods send one
+request per image with ``asyncio.gather``, so the server's dynamic batcher sees them together.
+
+Example:
+    >>> import asyncio
+    >>> from enrichment_light.aio import AsyncEnrichmentClient
+    >>> async def main():  # doctest: +SKIP
+    ...     async with AsyncEnrichmentClient("localhost:8001") as client:
+    ...         await client.wait_until_ready(timeout_s=30)
+    ...         return await client.enrich_batch(["a.jpg", "b.jpg"])
+
+An instance belongs to the event loop it is first used in (tritonclient's asyncio clients are
+bound to their loop); use one instance per loop. Within that loop it is safe to share between
+tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from enrichment_light import contract as ct
+from enrichment_light._core import (
+    BackendInfo,
+    ClientCore,
+    Plan,
+    Request,
+    backend_from_config,
+    config_body,
+    load_manifest,
+    make_infer_inputs,
+    make_outputs,
+    manifest_entry,
+)
+from enrichment_light._inputs import ImageInput
+from enrichment_light._transport import Endpoint, translate_error
+from enrichment_light.client import CLIENT_MODELS
+from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
+from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+
+T = TypeVar("T")
+
+
+class AsyncEnrichmentClient:
+    """Asyncio client; see :class:`~enrichment_light.client.EnrichmentClient` for every argument."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        *,
+        protocol: str = "grpc",
+        timeout_s: float | None = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+        version: str | int | None = None,
+        transport: str = "bytes",
+        array_format: str = "png",
+        manifest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            url,
+            protocol=protocol,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            version=version,
+            transport=transport,
+            array_format=array_format,
+            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
+        )
+        self._clients: dict[str, Any] = {}
+        self._register_lock: asyncio.Lock | None = None
+
+    @property
+    def urls(self) -> list[str]:
+        """Server addresses, in fail-over order."""
+        return self._core.urls
+
+    @property
+    def protocol(self) -> str:
+        """``"grpc"`` or ``"http"``."""
+        return self._core.protocol
+
+    @property
+    def transport(self) -> str:
+        """``"bytes"`` or ``"shm"``."""
+        return self._core.transport
+
+    async def __aenter__(self) -> AsyncEnrichmentClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncEnrichmentClient(urls={self.urls!r}, protocol={self.protocol!r}, transport={self.transport!r})"
+
+    async def close(self) -> None:
+        """Unregister and destroy shared-memory regions and close connections. Safe to call twice."""
+        if self._core.closed:
+            return
+        shm = self._core.shm
+        if shm is not None:
+            for url, name in list(shm.registered):
+                with contextlib.suppress(Exception):
+                    await self._raw_client(Endpoint(url, self.protocol)).unregister_system_shared_memory(name)
+            shm.destroy_all()
+        self._core.closed = True
+        clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            with contextlib.suppress(Exception):
+                await c.close()
+
+    # -- tritonclient plumbing -----------------------------------------------------------------
+
+    def _module(self) -> Any:
+        if self.protocol == "grpc":
+            import tritonclient.grpc.aio as module
+        else:
+            import tritonclient.http.aio as module
+        return module
+
+    def _raw_client(self, endpoint: Endpoint) -> Any:
+        if self._core.closed:
+            raise EnrichmentError("the client is closed")
+        client = self._clients.get(endpoint.url)
+        if client is None:
+            if self.protocol == "grpc":
+                client = self._module().InferenceServerClient(endpoint.url)
+            else:
+                client = self._module().InferenceServerClient(endpoint.url, conn_timeout=self._core.timeout_s or 60.0)
+            self._clients[endpoint.url] = client
+        return client
+
+    async def _call(self, fn: Callable[[Any, Endpoint], Awaitable[T]], *, model: str | None = None) -> T:
+        policy = self._core.policy
+        last: EnrichmentError | None = None
+        cause: BaseException | None = None
+        for round_index in range(policy.retries + 1):
+            if round_index:
+                await asyncio.sleep(policy.delay_s(round_index))
+            for i in self._core.round_robin.order():
+                endpoint = self._core.endpoints[i]
+                try:
+                    return await fn(self._raw_client(endpoint), endpoint)
+                except Exception as err:
+                    mapped = translate_error(err, url=str(endpoint), model=model)
+                    if not isinstance(mapped, ServerUnavailableError):
+                        if mapped is err:
+                            raise
+                        raise mapped from err
+                    last, cause = mapped, err
+        assert last is not None
+        raise last from cause
+
+    async def _infer(self, request: Request) -> dict[str, np.ndarray]:
+        module, http, core = self._module(), self.protocol == "http", self._core
+
+        async def run(client: Any, endpoint: Endpoint) -> dict[str, np.ndarray]:
+            if core.shm is not None:
+                await self._register_regions(client, endpoint, request)
+            kwargs: dict[str, Any] = {"model_version": core.version}
+            if not http and core.timeout_s is not None:
+                kwargs["client_timeout"] = core.timeout_s
+            result = await client.infer(
+                request.model,
+                make_infer_inputs(module, request.inputs, http=http),
+                outputs=make_outputs(module, request.outputs, http=http),
+                **kwargs,
+            )
+            return {name: result.as_numpy(name) for name in request.outputs}
+
+        return await self._call(run, model=request.model)
+
+    async def _register_regions(self, client: Any, endpoint: Endpoint, request: Request) -> None:
+        shm = self._core.shm
+        if self._register_lock is None:
+            self._register_lock = asyncio.Lock()
+        async with self._register_lock:
+            for t in request.inputs:
+                if t.region is None or (endpoint.url, t.region.name) in shm.registered:
+                    continue
+                await client.register_system_shared_memory(t.region.name, t.region.key, t.region.byte_size)
+                shm.registered.add((endpoint.url, t.region.name))
+
+    def _as_json(self) -> dict[str, Any]:
+        return {"as_json": True} if self.protocol == "grpc" else {}
+
+    async def _config(self, model: str) -> dict[str, Any]:
+        async def run(c: Any, _e: Endpoint) -> Any:
+            return await c.get_model_config(model, model_version=self._core.version, **self._as_json())
+
+        config = await self._call(run, model=model)
+        self._core.configs[model] = config
+        return config
+
+    async def _execute(self, request: Request) -> Any:
+        if request.kind == "config":
+            return await self._config(request.model)
+        return await self._infer(request)
+
+    async def _drive(self, plan: Plan) -> Any:
+        try:
+            requests = next(plan)
+            while True:
+                outputs = list(await asyncio.gather(*(self._execute(r) for r in requests)))
+                requests = plan.send(outputs)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def detect_threats(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> ThreatResult:
+        """See :meth:`EnrichmentClient.detect_threats <enrichment_light.client.EnrichmentClient.detect_threats>`."""
+        return await self._drive(self._core.plan_threats(image, conf=conf, iou=iou, bgr=bgr))
+
+    async def estimate_poses(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[PoseResult]:
+        """See :meth:`EnrichmentClient.estimate_poses <enrichment_light.client.EnrichmentClient.estimate_poses>`."""
+        return await self._drive(self._core.plan_poses(image, conf=conf, iou=iou, bgr=bgr))
+
+    async def extract_embeddings(
+        self, image: ImageInput, boxes: Sequence[Sequence[float]] | np.ndarray, *, bgr: bool = False
+    ) -> list[ReIDResult]:
+        """See :meth:`EnrichmentClient.extract_embeddings <enrichment_light.client.EnrichmentClient.extract_embeddings>`."""  # noqa: E501
+        return await self._drive(self._core.plan_embeddings(image, boxes, bgr=bgr))
+
+    async def extract_embeddings_from_crops(
+        self, crops: Sequence[ImageInput], *, bgr: bool = False
+    ) -> list[ReIDResult]:
+        """See :meth:`EnrichmentClient.extract_embeddings_from_crops`."""
+        return await self._drive(self._core.plan_crops(crops, bgr=bgr))
+
+    async def enrich(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> EnrichmentResult:
+        """See :meth:`EnrichmentClient.enrich <enrichment_light.client.EnrichmentClient.enrich>`."""
+        return await self._drive(self._core.plan_enrich(image, conf=conf, iou=iou, bgr=bgr))
+
+    async def detect_threats_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[ThreatResult]:
+        """:meth:`detect_threats` for many images, one concurrent request each."""
+        return list(await asyncio.gather(*(self.detect_threats(i, conf=conf, iou=iou, bgr=bgr) for i in images)))
+
+    async def estimate_poses_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[list[PoseResult]]:
+        """:meth:`estimate_poses` for many images, concurrently."""
+        return list(await asyncio.gather(*(self.estimate_poses(i, conf=conf, iou=iou, bgr=bgr) for i in images)))
+
+    async def extract_embeddings_batch(
+        self, items: Iterable[tuple[ImageInput, Sequence[Sequence[float]] | np.ndarray]], *, bgr: bool = False
+    ) -> list[list[ReIDResult]]:
+        """:meth:`extract_embeddings` for many ``(image, boxes)`` pairs, concurrently."""
+        return list(await asyncio.gather(*(self.extract_embeddings(i, b, bgr=bgr) for i, b in items)))
+
+    async def extract_embeddings_from_crops_batch(
+        self, crop_lists: Iterable[Sequence[ImageInput]], *, bgr: bool = False
+    ) -> list[list[ReIDResult]]:
+        """:meth:`extract_embeddings_from_crops` for many lists of crops, concurrently."""
+        return list(await asyncio.gather(*(self.extract_embeddings_from_crops(c, bgr=bgr) for c in crop_lists)))
+
+    async def enrich_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[EnrichmentResult]:
+        """:meth:`enrich` for many images, concurrently."""
+        return list(await asyncio.gather(*(self.enrich(i, conf=conf, iou=iou, bgr=bgr) for i in images)))
+
+    # -- server and model management -----------------------------------------------------------
+
+    async def _probe(self, fn: Callable[[Any], Awaitable[Any]], *, model: str | None = None) -> bool:
+        async def run(c: Any, _e: Endpoint) -> Any:
+            return await fn(c)
+
+        try:
+            return bool(await self._call(run, model=model))
+        except EnrichmentError:
+            return False
+
+    async def is_server_live(self) -> bool:
+        """Whether a server answers its liveness probe."""
+        return await self._probe(lambda c: c.is_server_live())
+
+    async def is_server_ready(self) -> bool:
+        """Whether a server answers its readiness probe with ready."""
+        return await self._probe(lambda c: c.is_server_ready())
+
+    async def is_model_ready(self, model: str) -> bool:
+        """Whether `model` is loaded and ready."""
+        return await self._probe(lambda c: c.is_model_ready(model, self._core.version), model=model)
+
+    async def wait_until_ready(self, timeout_s: float = 60.0, *, models: Sequence[str] | None = None) -> None:
+        """Wait until the server and `models` are ready (see the sync client for the errors)."""
+        wanted = list(CLIENT_MODELS if models is None else models)
+        deadline = time.monotonic() + timeout_s
+        pending = wanted
+        server_ready = False
+        while True:
+            server_ready = await self.is_server_ready()
+            if server_ready:
+                ready = await asyncio.gather(*(self.is_model_ready(m) for m in wanted))
+                pending = [m for m, ok in zip(wanted, ready, strict=True) if not ok]
+                if not pending:
+                    return
+            if time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        if not server_ready:
+            raise ServerUnavailableError(f"no server at {self.urls} became ready within {timeout_s} s")
+        raise ModelNotReadyError(f"models {pending} at {self.urls} not ready within {timeout_s} s")
+
+    async def model_config(self, model: str) -> dict[str, Any]:
+        """The model's config body as a dict."""
+        return dict(config_body(await self._config(model)))
+
+    async def load_model(self, model: str) -> None:
+        """Load (or reload) `model` through the repository API (explicit model-control mode)."""
+
+        async def run(c: Any, _e: Endpoint) -> Any:
+            return await c.load_model(model)
+
+        await self._call(run, model=model)
+        self._core.configs.pop(model, None)
+
+    async def unload_model(self, model: str, *, unload_dependents: bool = False) -> None:
+        """Unload `model` through the repository API (explicit model-control mode)."""
+
+        async def run(c: Any, _e: Endpoint) -> Any:
+            return await c.unload_model(model, unload_dependents=unload_dependents)
+
+        await self._call(run, model=model)
+        self._core.configs.pop(model, None)
+
+    async def backend_info(self, models: Sequence[str] | None = None) -> dict[str, BackendInfo]:
+        """Which backend serves each inference model (see the sync client)."""
+        manifest = load_manifest(self._core.manifest_path)
+        names = list(models or ct.INFERENCE_MODELS)
+        configs = await asyncio.gather(*(self._config(m) for m in names))
+        return {m: backend_from_config(c, manifest_entry(manifest, m)) for m, c in zip(names, configs, strict=True)}

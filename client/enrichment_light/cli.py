@@ -1,0 +1,369 @@
+"""The ``enrichment-light`` command line: ``analyze``, ``health`` and ``serve``.
+
+``analyze`` and ``health`` need only the light client install. ``serve`` imports the exporters
+(torch, Ultralytics) and the embedded server lazily, only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import IO, Any
+
+from enrichment_light import contract as ct
+from enrichment_light._transport import PROTOCOLS, URL_ENV
+from enrichment_light.errors import EnrichmentError
+
+logger = logging.getLogger("enrichment_light.cli")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+UNTRAINED_BANNER = (
+    "=" * 78
+    + "\n  UNTRAINED MODELS: random-init weights (--untrained). Every detection, pose,\n"
+    + "  threat and embedding below is MEANINGLESS; this run only proves the pipeline.\n"
+    + "=" * 78
+)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+class Progress:
+    """A one-line ``[done/total] name`` progress display on a stream (no tqdm)."""
+
+    def __init__(self, total: int, *, stream: IO[str] | None = None, enabled: bool = True) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled and total > 1
+        self._lock = threading.Lock()
+        self._start = time.monotonic()
+
+    def advance(self, label: str) -> None:
+        """Count one item as done and redraw the line."""
+        with self._lock:
+            self.done += 1
+            if not self.enabled:
+                return
+            rate = self.done / max(time.monotonic() - self._start, 1e-9)
+            line = f"\r[{self.done}/{self.total}] {rate:.1f} img/s  {label[-50:]}"
+            self.stream.write(line.ljust(80))
+            if self.done == self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def expand_paths(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given; folders expand to their image files (sorted, not recursive)."""
+    out: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()))
+        else:
+            out.append(p)
+    return out
+
+
+def annotated_path(directory: Path, source: Path, index: int, used: set[str]) -> Path:
+    """``DIR/<stem>_annotated.<jpg|png>``, made unique when two inputs share a stem."""
+    suffix = ".png" if source.suffix.lower() == ".png" else ".jpg"
+    name = f"{source.stem}_annotated{suffix}"
+    if name in used:
+        name = f"{source.stem}_{index}_annotated{suffix}"
+    used.add(name)
+    return directory / name
+
+
+def sample_images() -> list[Path]:
+    """Ultralytics' bundled ``bus.jpg`` and ``zidane.jpg`` (found without importing Ultralytics)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ultralytics")
+    if spec is None or not spec.submodule_search_locations:
+        return []
+    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
+    return [p for p in (assets / "bus.jpg", assets / "zidane.jpg") if p.is_file()]
+
+
+# --------------------------------------------------------------------------------------------- analyze
+
+
+def analyze(
+    paths: Sequence[Path],
+    *,
+    url: str | None,
+    protocol: str,
+    json_out: Path | None,
+    annotate_dir: Path | None,
+    concurrency: int = 4,
+    timeout_s: float = 120.0,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], int]:
+    """Run ``enrich`` on every image; write JSON and annotated images.
+
+    Returns:
+        ``(records, failures)``: one ``{"path", "result"}`` (or ``{"path", "error"}``) per image.
+    """
+    from enrichment_light.client import EnrichmentClient
+
+    if annotate_dir is not None:
+        annotate_dir.mkdir(parents=True, exist_ok=True)
+    bar = Progress(len(paths), enabled=progress)
+    records: list[dict[str, Any] | None] = [None] * len(paths)
+    used: set[str] = set()
+    used_lock = threading.Lock()
+
+    def one(index: int, path: Path, client: EnrichmentClient) -> dict[str, Any]:
+        data = path.read_bytes()
+        result = client.enrich(data)
+        record: dict[str, Any] = {"path": str(path), "result": result.to_dict()}
+        if annotate_dir is not None:
+            from enrichment_light.annotate import draw_enrichment, save_annotated
+            from enrichment_light.processing.image import decode_image
+
+            with used_lock:
+                target = annotated_path(annotate_dir, path, index, used)
+            save_annotated(target, draw_enrichment(decode_image(data), result))
+            record["annotated"] = str(target)
+        return record
+
+    failures = 0
+    with (
+        EnrichmentClient(url, protocol=protocol, timeout_s=timeout_s) as client,
+        ThreadPoolExecutor(max(1, concurrency)) as pool,
+    ):
+        futures = {pool.submit(one, i, p, client): i for i, p in enumerate(paths)}
+        for future in as_completed(futures):
+            i = futures[future]
+            try:
+                records[i] = future.result()
+            except (EnrichmentError, OSError) as err:
+                failures += 1
+                logger.error("%s: %s", paths[i], err)
+                records[i] = {"path": str(paths[i]), "error": f"{type(err).__name__}: {err}"}
+            bar.advance(paths[i].name)
+    done = [r for r in records if r is not None]
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(done, indent=2) + "\n")
+        logger.info("wrote %s", json_out)
+    return done, failures
+
+
+def summary_line(record: dict[str, Any]) -> str:
+    """One human line per analysed image."""
+    if "error" in record:
+        return f"{record['path']}: ERROR {record['error']}"
+    result = record["result"]
+    poses = ", ".join(p["pose"]["pose_class"] for p in result["persons"]) or "-"
+    threats = result["threats"]
+    return (
+        f"{record['path']}: {len(result['persons'])} person(s) [{poses}]; "
+        f"{len(threats['threats'])} threat(s), max severity {threats['max_severity']}; "
+        f"{result['inference_time_ms']:.0f} ms"
+    )
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``analyze``: exit 0 when every image was analysed, 1 when some failed, 2 for no images."""
+    paths = expand_paths(args.paths)
+    if not paths:
+        logger.error("no images given")
+        return 2
+    records, failures = analyze(
+        paths,
+        url=args.url,
+        protocol=args.protocol,
+        json_out=args.json,
+        annotate_dir=args.annotate,
+        concurrency=args.concurrency,
+        timeout_s=args.timeout,
+        progress=not args.quiet,
+    )
+    for record in records:
+        print(summary_line(record))
+    return 1 if failures else 0
+
+
+# --------------------------------------------------------------------------------------------- health
+
+
+def health_table(report: dict[str, Any]) -> str:
+    """Render :meth:`EnrichmentClient.health` as a text table."""
+    lines = [
+        f"server {', '.join(report['urls'])}: live={report['live']} ready={report['ready']}",
+        f"{'model':<20} {'ready':<6} {'backend':<12} device",
+    ]
+    for name, entry in report["models"].items():
+        lines.append(f"{name:<20} {'yes' if entry['ready'] else 'no':<6} {entry['backend']:<12} {entry['device']}")
+    return "\n".join(lines)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """``health``: exit 0 when the server and every model are ready, else 1."""
+    from enrichment_light.client import EnrichmentClient
+
+    with EnrichmentClient(args.url, protocol=args.protocol, timeout_s=args.timeout, retries=0) as client:
+        report = client.health()
+    print(json.dumps(report, indent=2) if args.json_output else health_table(report))
+    return 0 if report["live"] and report["ready"] and all(m["ready"] for m in report["models"].values()) else 1
+
+
+# --------------------------------------------------------------------------------------------- serve
+
+
+def default_repository_dir(untrained: bool) -> Path:
+    """Where ``serve`` builds its repository: the user cache, one folder per weights kind."""
+    base = Path(os.environ.get("ENRICHMENT_LIGHT_CACHE_DIR", "~/.cache/enrichment-light")).expanduser()
+    return base / ("repository-cpu-untrained" if untrained else "repository-cpu")
+
+
+def build_cpu_repository(
+    out_dir: Path, *, untrained: bool, weights: dict[str, str] | None = None, rebuild: bool = False
+) -> Path:
+    """Export the three models to ONNX and build the ``cpu`` target repository (heavy imports here).
+
+    Args:
+        out_dir: Repository folder (its ``artifacts`` sibling holds the ONNX files).
+        untrained: Random-init weights (offline smoke runs; results are meaningless).
+        weights: Weights per contract model name (file path or official name); defaults to
+            ``enrichment_export.weights.DEFAULT_WEIGHTS``.
+        rebuild: Rebuild even when ``repository.json`` exists.
+
+    Returns:
+        The repository folder.
+    """
+    from enrichment_export.onnx_export import export_onnx, untrained_model
+    from enrichment_export.repository import MANIFEST_NAME, build_repository
+    from enrichment_export.weights import DEFAULT_WEIGHTS, resolve_weights
+
+    if (out_dir / MANIFEST_NAME).is_file() and not rebuild:
+        logger.info("using the existing repository %s (pass --rebuild to rebuild)", out_dir)
+        return out_dir
+    artifacts = out_dir.parent / f"{out_dir.name}-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    chosen = {**DEFAULT_WEIGHTS, **(weights or {})}
+    for model in ct.INFERENCE_MODELS:
+        source: Any = untrained_model(model) if untrained else resolve_weights(chosen[model])
+        export_onnx(model, source, artifacts / f"{model}.onnx")
+    build_repository(out_dir, target="cpu", artifacts=artifacts, allowed_roots=[out_dir.parent])
+    return out_dir
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: build if needed, start Triton, then block or ``--analyze`` and stop."""
+    from enrichment_light.server import EmbeddedServer, serve_forever
+
+    if args.untrained:
+        print(UNTRAINED_BANNER, file=sys.stderr, flush=True)
+    repo = args.repository or default_repository_dir(args.untrained)
+    weights = {ct.POSE_MODEL: args.pose_weights, ct.THREAT_MODEL: args.threat_weights, ct.REID_MODEL: args.reid_weights}
+    build_cpu_repository(
+        repo, untrained=args.untrained, weights={k: v for k, v in weights.items() if v}, rebuild=args.rebuild
+    )
+    server = EmbeddedServer(
+        repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port
+    )
+    if args.analyze is None:
+        return serve_forever(server)
+    paths = expand_paths(args.analyze) if args.analyze else sample_images()
+    if not paths:
+        logger.error("no images to analyse: pass --analyze PATH... (Ultralytics' sample photos were not found)")
+        return 2
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    with server:
+        print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
+        records, failures = analyze(
+            paths, url=server.grpc_url, protocol="grpc", json_out=out / "results.json", annotate_dir=out
+        )
+    for record in records:
+        print(summary_line(record))
+    print(f"wrote {out / 'results.json'} and {len(records) - failures} annotated image(s) to {out}")
+    if args.untrained:
+        print(UNTRAINED_BANNER, file=sys.stderr, flush=True)
+    return 1 if failures else 0
+
+
+# --------------------------------------------------------------------------------------------- parser
+
+
+def _add_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--url", default=None, help=f"Triton host:port (comma-separated for fail-over; default ${URL_ENV} or localhost)"
+    )
+    p.add_argument("--protocol", choices=PROTOCOLS, default="grpc", help="wire protocol (default grpc)")
+    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``enrichment-light`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="enrichment-light", description="Person re-id, pose and threat detection on Triton."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("analyze", help="run enrich on images; write JSON and annotated images")
+    p.add_argument("paths", nargs="+", help="image files or folders")
+    _add_client_options(p)
+    p.add_argument("--json", type=Path, default=None, help="write [{path, result}, ...] here")
+    p.add_argument("--annotate", type=Path, default=None, metavar="DIR", help="write annotated images here")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("health", help="server liveness/readiness and each model's readiness and backend")
+    _add_client_options(p)
+    p.add_argument("--json", dest="json_output", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_health)
+
+    p = sub.add_parser("serve", help="build the cpu repository if needed and run the embedded Triton server")
+    p.add_argument("--repository", type=Path, default=None, help="repository folder (default: user cache)")
+    p.add_argument("--untrained", action="store_true", help="random-init weights (offline smoke runs)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the repository even if it exists")
+    p.add_argument("--pose-weights", default=None, help="yolov8n-pose checkpoint path or official name")
+    p.add_argument("--threat-weights", default=None, help="threat detector checkpoint path or official name")
+    p.add_argument("--reid-weights", default=None, help="OSNet-x0.25 checkpoint path or official name")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    p.add_argument("--http-port", type=int, default=ct.HTTP_PORT)
+    p.add_argument("--grpc-port", type=int, default=ct.GRPC_PORT)
+    p.add_argument("--metrics-port", type=int, default=ct.METRICS_PORT)
+    p.add_argument(
+        "--analyze",
+        nargs="*",
+        default=None,
+        metavar="PATH",
+        help="analyse these photos (default: Ultralytics' bus.jpg and zidane.jpg), then stop",
+    )
+    p.add_argument("--out", type=Path, default=Path("out"), help="output folder for --analyze (default out/)")
+    p.set_defaults(func=cmd_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return int(args.func(args))
+    except EnrichmentError as err:
+        logger.error("%s", err)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,517 @@
+"""The synchronous Triton client: :class:`EnrichmentClient`.
+
+Example:
+    >>> from enrichment_light import EnrichmentClient
+    >>> with EnrichmentClient("localhost:8001") as client:  # doctest: +SKIP
+    ...     client.wait_until_ready(timeout_s=30)
+    ...     result = client.enrich("photo.jpg")
+    ...     print(result.threats.max_severity, [p.pose.pose_class for p in result.persons])
+
+Thread safety: one instance can be shared by many threads. gRPC uses one tritonclient client per
+server (tritonclient's gRPC client is thread-safe for unary calls); HTTP uses one tritonclient
+client per thread and server, because tritonclient's HTTP client is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import numpy as np
+
+from enrichment_light import contract as ct
+from enrichment_light._core import (
+    BackendInfo,
+    ClientCore,
+    Plan,
+    Request,
+    backend_from_config,
+    load_manifest,
+    make_infer_inputs,
+    make_outputs,
+    manifest_entry,
+)
+from enrichment_light._inputs import ImageInput
+from enrichment_light._transport import Endpoint, translate_error
+from enrichment_light.errors import (
+    EnrichmentError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
+from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+
+T = TypeVar("T")
+
+#: Models the client's methods call; ``wait_until_ready`` waits for these by default.
+CLIENT_MODELS = (ct.THREAT_ENSEMBLE, ct.POSE_ENSEMBLE, ct.REID_ENSEMBLE, ct.ENRICH, ct.REID_MODEL)
+
+
+class EnrichmentClient:
+    """Typed client for the enrichment-light models on one or more Triton servers.
+
+    Args:
+        url: ``host:port``, a list of them, or a comma-separated string. Requests go round-robin
+            over the list and fail over to the next server when one is unavailable. Defaults to
+            ``$ENRICHMENT_TRITON_URL``, else ``localhost`` with the contract's gRPC (8001) or HTTP
+            (8000) port.
+        protocol: ``"grpc"`` (default) or ``"http"``.
+        timeout_s: Per-request deadline in seconds (gRPC deadline; HTTP socket timeout).
+        retries: Extra rounds over all servers after ``ServerUnavailableError``; nothing else is
+            retried.
+        backoff_s: Wait before the first retry round, doubled for each further round.
+        version: Model version to request (default: the server's version policy).
+        transport: ``"bytes"`` (default) sends encoded images to the server-side ensembles.
+            ``"shm"`` (local servers only) letterboxes on the client, passes the uint8 tensor
+            through system shared memory straight to the inference models and postprocesses
+            locally with the same processing core and the server's postprocessor parameters.
+        array_format: How numpy/PIL images are encoded for ``"bytes"``: ``"png"`` (lossless,
+            default) or ``"jpeg"`` (quality 95, fewer bytes for remote servers).
+        max_workers: Threads used by the ``*_batch`` methods.
+        manifest: Path of the repository's ``repository.json`` (or its folder) for
+            :meth:`backend_info`; defaults to ``$ENRICHMENT_REPOSITORY``'s manifest when set.
+
+    Raises:
+        ValueError: Bad option values.
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None = None,
+        *,
+        protocol: str = "grpc",
+        timeout_s: float | None = 30.0,
+        retries: int = 2,
+        backoff_s: float = 0.1,
+        version: str | int | None = None,
+        transport: str = "bytes",
+        array_format: str = "png",
+        max_workers: int = 8,
+        manifest: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            url,
+            protocol=protocol,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            version=version,
+            transport=transport,
+            array_format=array_format,
+            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
+        )
+        if max_workers < 1:
+            raise ValueError(f"max_workers must be >= 1, got {max_workers}")
+        self._max_workers = max_workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._grpc: dict[str, Any] = {}
+        self._http_local = threading.local()
+        self._http_all: list[Any] = []
+
+    # -- properties and lifecycle --------------------------------------------------------------
+
+    @property
+    def urls(self) -> list[str]:
+        """Server addresses, in fail-over order."""
+        return self._core.urls
+
+    @property
+    def protocol(self) -> str:
+        """``"grpc"`` or ``"http"``."""
+        return self._core.protocol
+
+    @property
+    def transport(self) -> str:
+        """``"bytes"`` or ``"shm"``."""
+        return self._core.transport
+
+    def __enter__(self) -> EnrichmentClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"EnrichmentClient(urls={self.urls!r}, protocol={self.protocol!r}, transport={self.transport!r})"
+
+    def close(self) -> None:
+        """Unregister and destroy shared-memory regions, close connections and the thread pool.
+
+        Safe to call twice.
+        """
+        with self._lock:
+            if self._core.closed:
+                return
+            self._core.closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        shm = self._core.shm
+        if shm is not None:
+            for url, name in list(shm.registered):
+                # The server may be gone; the region is destroyed anyway.
+                with contextlib.suppress(Exception):
+                    self._new_raw_client(Endpoint(url, self.protocol)).unregister_system_shared_memory(name)
+            shm.destroy_all()
+        with self._lock:
+            clients = list(self._grpc.values()) + self._http_all
+            self._grpc.clear()
+            self._http_all = []
+        for c in clients:
+            with contextlib.suppress(Exception):
+                c.close()
+
+    # -- tritonclient plumbing -----------------------------------------------------------------
+
+    def _module(self) -> Any:
+        if self.protocol == "grpc":
+            import tritonclient.grpc as module
+        else:
+            import tritonclient.http as module
+        return module
+
+    def _raw_client(self, endpoint: Endpoint) -> Any:
+        if self._core.closed:
+            raise EnrichmentError("the client is closed")
+        if self.protocol == "grpc":
+            with self._lock:
+                client = self._grpc.get(endpoint.url)
+                if client is None:
+                    client = self._grpc[endpoint.url] = self._new_raw_client(endpoint)
+            return client
+        per_thread = self._http_local.__dict__.setdefault("clients", {})
+        client = per_thread.get(endpoint.url)
+        if client is None:
+            client = per_thread[endpoint.url] = self._new_raw_client(endpoint)
+            with self._lock:
+                self._http_all.append(client)
+        return client
+
+    def _new_raw_client(self, endpoint: Endpoint) -> Any:
+        if self.protocol == "grpc":
+            return self._module().InferenceServerClient(endpoint.url)
+        timeout = self._core.timeout_s or 60.0
+        return self._module().InferenceServerClient(endpoint.url, connection_timeout=timeout, network_timeout=timeout)
+
+    def _call(self, fn: Callable[[Any, Endpoint], T], *, model: str | None = None) -> T:
+        """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries."""
+        policy = self._core.policy
+        last: EnrichmentError | None = None
+        for round_index in range(policy.retries + 1):
+            if round_index:
+                time.sleep(policy.delay_s(round_index))
+            for i in self._core.round_robin.order():
+                endpoint = self._core.endpoints[i]
+                try:
+                    return fn(self._raw_client(endpoint), endpoint)
+                except Exception as err:
+                    mapped = translate_error(err, url=str(endpoint), model=model)
+                    if not isinstance(mapped, ServerUnavailableError):
+                        if mapped is err:
+                            raise
+                        raise mapped from err
+                    last = mapped
+                    last.__cause__ = err
+        assert last is not None
+        raise last
+
+    def _infer(self, request: Request) -> dict[str, np.ndarray]:
+        module, http, core = self._module(), self.protocol == "http", self._core
+
+        def run(client: Any, endpoint: Endpoint) -> dict[str, np.ndarray]:
+            if core.shm is not None:
+                self._register_regions(client, endpoint, request)
+            kwargs: dict[str, Any] = {"model_version": core.version}
+            if not http and core.timeout_s is not None:
+                kwargs["client_timeout"] = core.timeout_s
+            result = client.infer(
+                request.model,
+                make_infer_inputs(module, request.inputs, http=http),
+                outputs=make_outputs(module, request.outputs, http=http),
+                **kwargs,
+            )
+            return {name: result.as_numpy(name) for name in request.outputs}
+
+        return self._call(run, model=request.model)
+
+    def _register_regions(self, client: Any, endpoint: Endpoint, request: Request) -> None:
+        shm = self._core.shm
+        for t in request.inputs:
+            if t.region is None or (endpoint.url, t.region.name) in shm.registered:
+                continue
+            client.register_system_shared_memory(t.region.name, t.region.key, t.region.byte_size)
+            shm.registered.add((endpoint.url, t.region.name))
+
+    def _config(self, model: str) -> dict[str, Any]:
+        config = self._call(
+            lambda c, _e: c.get_model_config(model, model_version=self._core.version, **self._as_json()), model=model
+        )
+        self._core.configs[model] = config
+        return config
+
+    def _as_json(self) -> dict[str, Any]:
+        return {"as_json": True} if self.protocol == "grpc" else {}
+
+    def _execute(self, request: Request) -> Any:
+        if request.kind == "config":
+            return self._config(request.model)
+        return self._infer(request)
+
+    def _drive(self, plan: Plan) -> Any:
+        try:
+            requests = next(plan)
+            while True:
+                if len(requests) <= 1:
+                    outputs = [self._execute(r) for r in requests]
+                else:
+                    outputs = list(self._executor().map(self._execute, requests))
+                requests = plan.send(outputs)
+        except StopIteration as stop:
+            return stop.value
+        finally:
+            plan.close()
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="enrichment-client")
+            return self._pool
+
+    def _map(self, fn: Callable[[Any], T], items: Iterable[Any]) -> list[T]:
+        items = list(items)
+        if len(items) <= 1:
+            return [fn(x) for x in items]
+        # A private pool: the shared one also runs the per-step fan-out, which must not starve.
+        with ThreadPoolExecutor(min(self._max_workers, len(items)), thread_name_prefix="enrichment-batch") as pool:
+            return list(pool.map(fn, items))
+
+    # -- inference -----------------------------------------------------------------------------
+
+    def detect_threats(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> ThreatResult:
+        """Detect weapons and other threats in one image.
+
+        Args:
+            image: Encoded bytes, a path, a uint8 RGB array (BGR with ``bgr=True``) or a PIL Image.
+            conf: Confidence threshold override (server default 0.5).
+            iou: NMS IoU threshold override (server default 0.7).
+            bgr: Whether an array is in BGR order.
+
+        Returns:
+            The threats in original-image pixels, with ``has_threat`` and ``max_severity``.
+
+        Raises:
+            InvalidInputError: Bad image or thresholds (the server's words for server-side checks).
+            ServerUnavailableError: No server could be reached after retries and fail-over.
+            ModelNotReadyError: The model is not loaded.
+            InferenceTimeoutError: The request took longer than ``timeout_s``.
+        """
+        return self._drive(self._core.plan_threats(image, conf=conf, iou=iou, bgr=bgr))
+
+    def estimate_poses(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[PoseResult]:
+        """Estimate the pose of every person in one image (up to ``MAX_DETECTIONS``).
+
+        Args and Raises are as for :meth:`detect_threats`.
+
+        Returns:
+            One :class:`PoseResult` per person, highest detector score first.
+        """
+        return self._drive(self._core.plan_poses(image, conf=conf, iou=iou, bgr=bgr))
+
+    def extract_embeddings(
+        self, image: ImageInput, boxes: Sequence[Sequence[float]] | np.ndarray, *, bgr: bool = False
+    ) -> list[ReIDResult]:
+        """Crop each person box on the server and return its 512-d L2-normalised embedding.
+
+        Args:
+            image: The full image (any accepted type).
+            boxes: ``[K, 4]`` ``x1, y1, x2, y2`` boxes in original-image pixels.
+            bgr: Whether an array is in BGR order.
+
+        Returns:
+            One :class:`ReIDResult` per box, in order (empty for no boxes, without a request).
+
+        Raises:
+            InvalidInputError: Bad image or boxes. Other errors as for :meth:`detect_threats`.
+        """
+        return self._drive(self._core.plan_embeddings(image, boxes, bgr=bgr))
+
+    def extract_embeddings_from_crops(self, crops: Sequence[ImageInput], *, bgr: bool = False) -> list[ReIDResult]:
+        """Embed person crops by calling ``osnet_x0_25`` directly.
+
+        Crops are resized to 256x128 on the client with the same resize as the server's
+        ``reid_crops`` model, then sent in chunks of at most ``MAX_PERSONS_PER_FRAME``.
+
+        Args:
+            crops: Person crops (any accepted image type, any size).
+            bgr: Whether arrays are in BGR order.
+
+        Returns:
+            One :class:`ReIDResult` per crop, in order.
+        """
+        return self._drive(self._core.plan_crops(crops, bgr=bgr))
+
+    def enrich(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> EnrichmentResult:
+        """Run threats, poses and re-id on one image in one server call (the ``enrich`` model).
+
+        Args and Raises are as for :meth:`detect_threats`.
+
+        Returns:
+            Threats plus every person with their pose and embedding.
+        """
+        return self._drive(self._core.plan_enrich(image, conf=conf, iou=iou, bgr=bgr))
+
+    def detect_threats_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[ThreatResult]:
+        """:meth:`detect_threats` for many images: one concurrent request each (the server batches)."""
+        return self._map(lambda im: self.detect_threats(im, conf=conf, iou=iou, bgr=bgr), images)
+
+    def estimate_poses_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[list[PoseResult]]:
+        """:meth:`estimate_poses` for many images, concurrently."""
+        return self._map(lambda im: self.estimate_poses(im, conf=conf, iou=iou, bgr=bgr), images)
+
+    def extract_embeddings_batch(
+        self, items: Iterable[tuple[ImageInput, Sequence[Sequence[float]] | np.ndarray]], *, bgr: bool = False
+    ) -> list[list[ReIDResult]]:
+        """:meth:`extract_embeddings` for many ``(image, boxes)`` pairs, concurrently."""
+        return self._map(lambda item: self.extract_embeddings(item[0], item[1], bgr=bgr), items)
+
+    def extract_embeddings_from_crops_batch(
+        self, crop_lists: Iterable[Sequence[ImageInput]], *, bgr: bool = False
+    ) -> list[list[ReIDResult]]:
+        """:meth:`extract_embeddings_from_crops` for many lists of crops, concurrently."""
+        return self._map(lambda crops: self.extract_embeddings_from_crops(crops, bgr=bgr), crop_lists)
+
+    def enrich_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[EnrichmentResult]:
+        """:meth:`enrich` for many images, concurrently."""
+        return self._map(lambda im: self.enrich(im, conf=conf, iou=iou, bgr=bgr), images)
+
+    # -- server and model management -----------------------------------------------------------
+
+    def is_server_live(self) -> bool:
+        """Whether a server answers its liveness probe (``False`` when none can be reached)."""
+        try:
+            return bool(self._call(lambda c, _e: c.is_server_live()))
+        except EnrichmentError:
+            return False
+
+    def is_server_ready(self) -> bool:
+        """Whether a server answers its readiness probe with ready."""
+        try:
+            return bool(self._call(lambda c, _e: c.is_server_ready()))
+        except EnrichmentError:
+            return False
+
+    def is_model_ready(self, model: str) -> bool:
+        """Whether `model` (at the client's ``version``) is loaded and ready."""
+        try:
+            return bool(self._call(lambda c, _e: c.is_model_ready(model, self._core.version), model=model))
+        except EnrichmentError:
+            return False
+
+    def wait_until_ready(self, timeout_s: float = 60.0, *, models: Sequence[str] | None = None) -> None:
+        """Block until the server and `models` are ready.
+
+        Args:
+            timeout_s: How long to wait.
+            models: Models to wait for; defaults to every model the client's methods use.
+
+        Raises:
+            ServerUnavailableError: No server became ready in time.
+            ModelNotReadyError: The server is ready but some model is not.
+        """
+        wanted = list(CLIENT_MODELS if models is None else models)
+        deadline = time.monotonic() + timeout_s
+        pending = wanted
+        server_ready = False
+        while True:
+            server_ready = self.is_server_ready()
+            if server_ready:
+                pending = [m for m in wanted if not self.is_model_ready(m)]
+                if not pending:
+                    return
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+        if not server_ready:
+            raise ServerUnavailableError(f"no server at {self.urls} became ready within {timeout_s} s")
+        raise ModelNotReadyError(f"models {pending} at {self.urls} not ready within {timeout_s} s")
+
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The model's config as a dict (the ``config`` body in both protocols)."""
+        from enrichment_light._core import config_body
+
+        return dict(config_body(self._config(model)))
+
+    def repository_index(self) -> list[dict[str, Any]]:
+        """The server's model repository index: ``[{name, version, state, reason}, ...]``."""
+        index = self._call(lambda c, _e: c.get_model_repository_index(**self._as_json()))
+        if isinstance(index, dict):
+            index = index.get("models", [])
+        return [dict(m) for m in index]
+
+    def load_model(self, model: str) -> None:
+        """Load (or reload) `model` through the repository API (explicit model-control mode)."""
+        self._call(lambda c, _e: c.load_model(model), model=model)
+        self._core.configs.pop(model, None)
+
+    def unload_model(self, model: str, *, unload_dependents: bool = False) -> None:
+        """Unload `model` through the repository API (explicit model-control mode)."""
+        self._call(lambda c, _e: c.unload_model(model, unload_dependents=unload_dependents), model=model)
+        self._core.configs.pop(model, None)
+
+    def backend_info(self, models: Sequence[str] | None = None) -> dict[str, BackendInfo]:
+        """Which backend serves each inference model (``tensorrt``, ``onnxruntime`` or ``python``).
+
+        Read from each model's config (``platform``/``backend``, and for Python-backend runners
+        the ``inference_backend`` parameter the repository builder writes), plus the model's
+        entry in the repository manifest when one was given or found.
+
+        Args:
+            models: Models to report; defaults to the three inference models.
+
+        Returns:
+            ``{model: BackendInfo}``.
+        """
+        manifest = load_manifest(self._core.manifest_path)
+        out = {}
+        for model in models or ct.INFERENCE_MODELS:
+            out[model] = backend_from_config(self._config(model), manifest_entry(manifest, model))
+        return out
+
+    def health(self) -> dict[str, Any]:
+        """Liveness, readiness and, per model of the contract, readiness and backend.
+
+        Returns:
+            ``{"urls", "live", "ready", "models": {name: {"ready", "backend", "device"}}}``; never
+            raises for an unreachable server (``live`` is then ``False``).
+        """
+        live = self.is_server_live()
+        report: dict[str, Any] = {"urls": self.urls, "live": live, "ready": live and self.is_server_ready()}
+        models: dict[str, Any] = {}
+        for name in ct.ALL_MODELS:
+            entry: dict[str, Any] = {"ready": live and self.is_model_ready(name), "backend": "-", "device": "-"}
+            if entry["ready"]:
+                try:
+                    info = backend_from_config(self._config(name))
+                    entry["backend"], entry["device"] = info.backend, info.device
+                except EnrichmentError:
+                    pass
+            models[name] = entry
+        report["models"] = models
+        return report

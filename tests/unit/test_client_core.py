@@ -1,0 +1,243 @@
+"""The client's I/O-free core: request plans, decoding of padded outputs, backend introspection."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from enrichment_light import contract as ct
+from enrichment_light._core import (
+    ENRICH_POSE_NAMES,
+    ENRICH_THREAT_NAMES,
+    ClientCore,
+    backend_from_config,
+    decode_enrich,
+    decode_poses,
+    decode_threats,
+    load_manifest,
+    manifest_entry,
+    reid_results,
+    threshold_tensors,
+)
+from enrichment_light._inputs import encode_array
+from enrichment_light.errors import InvalidInputError
+from enrichment_light.processing.detection import PoseDetections, pad_pose
+from enrichment_light.processing.reid import embedding_hash
+from enrichment_light.processing.threat import ThreatDetections, _object_array
+from enrichment_light.results import PoseClass, Severity
+
+
+def _core(**kw) -> ClientCore:
+    opts = dict(
+        protocol="grpc",
+        timeout_s=5.0,
+        retries=0,
+        backoff_s=0.0,
+        version=None,
+        transport="bytes",
+        array_format="png",
+        manifest=None,
+    )
+    opts.update(kw)
+    return ClientCore("127.0.0.1:1", **opts)
+
+
+def _threat_padded() -> dict[str, np.ndarray]:
+    dets = ThreatDetections(
+        xyxy=np.array([[10, 20, 30, 40], [1, 2, 3, 4]], np.float32),
+        scores=np.array([0.9, 0.6], np.float32),
+        class_ids=np.array([43, 34], np.int32),
+        threat_type=_object_array(["knife", "baseball bat"]),
+        severity=np.array([Severity.HIGH.rank, Severity.MEDIUM.rank], np.int32),
+        class_name=_object_array(["knife", "baseball bat"]),
+    )
+    return dets.to_padded()
+
+
+def _pose_padded(k: int = 2) -> dict[str, np.ndarray]:
+    kpts = np.zeros((k, ct.NUM_KEYPOINTS, 3), np.float32)
+    kpts[..., 2] = 0.8
+    poses = PoseDetections(
+        xyxy=np.tile(np.array([[0, 0, 50, 100]], np.float32), (k, 1)),
+        scores=np.linspace(0.9, 0.6, k).astype(np.float32),
+        keypoints=kpts,
+        pose_class=np.zeros(k, np.int32),
+        pose_confidence=np.full(k, 0.8, np.float32),
+        suspicious=np.zeros(k, bool),
+    )
+    return pad_pose(poses)
+
+
+def test_decode_threats_returns_typed_result_from_padded_tensors():
+    result = decode_threats(_threat_padded(), elapsed_ms=3.0, backend="onnxruntime", class_names=None)
+    assert result.has_threat
+    assert result.max_severity is Severity.HIGH
+    assert [t.threat_type for t in result.threats] == ["knife", "baseball bat"]
+    assert result.threats[0].bbox == [10.0, 20.0, 30.0, 40.0]
+    assert result.backend == "onnxruntime"
+    assert result.inference_time_ms == 3.0
+
+
+def test_decode_threats_raises_invalid_input_when_count_exceeds_padding():
+    padded = _threat_padded()
+    padded[ct.NUM_DETECTIONS] = np.array([ct.MAX_DETECTIONS + 1], np.int32)
+    with pytest.raises(InvalidInputError, match="malformed threat outputs"):
+        decode_threats(padded, elapsed_ms=0.0, backend="x")
+
+
+def test_decode_poses_returns_one_result_per_person():
+    poses = decode_poses(_pose_padded(3))
+    assert len(poses) == 3
+    assert poses[0].pose_class is PoseClass.STANDING
+    assert len(poses[0].keypoints) == ct.NUM_KEYPOINTS
+    assert poses[0].score == pytest.approx(0.9)
+
+
+def test_reid_results_hash_each_row_like_the_seed():
+    emb = np.random.default_rng(1).normal(size=(2, ct.EMBEDDING_DIMENSION)).astype(np.float32)
+    results = reid_results(emb)
+    assert [r.embedding_hash for r in results] == [embedding_hash(e) for e in emb]
+    assert results[0].embedding == pytest.approx(emb[0].tolist())
+
+
+def test_decode_enrich_joins_threats_poses_and_embeddings():
+    threat, pose = _threat_padded(), _pose_padded(2)
+    out = {}
+    for key, name in ENRICH_THREAT_NAMES.items():
+        out[name] = threat[key][None]
+    for key, name in ENRICH_POSE_NAMES.items():
+        out[name] = pose[key][None]
+    emb = np.zeros((1, ct.MAX_DETECTIONS, ct.EMBEDDING_DIMENSION), np.float32)
+    emb[0, :2, 0] = 1.0
+    out[ct.EMBEDDINGS] = emb
+    out[ct.LETTERBOX_INFO] = np.array([[480, 640, 1.0, 0, 80]], np.float32)
+    result = decode_enrich(out, elapsed_ms=1.0, backend="python")
+    assert (result.image_height, result.image_width) == (480, 640)
+    assert len(result.persons) == 2
+    assert all(p.reid is not None and p.reid.embedding[0] == 1.0 for p in result.persons)
+    assert result.threats.max_severity is Severity.HIGH
+
+
+@pytest.mark.parametrize(
+    ("config", "backend", "runner", "device"),
+    [
+        ({"name": "m", "platform": "tensorrt_plan", "instance_group": [{"kind": "KIND_GPU"}]}, "tensorrt", "native",
+         "gpu"),
+        ({"name": "m", "platform": "onnxruntime_onnx"}, "onnxruntime", "native", "unknown"),
+        ({"name": "m", "backend": "onnxruntime", "instance_group": [{"kind": "KIND_CPU"}]}, "onnxruntime", "native",
+         "cpu"),
+        ({"name": "m", "backend": "python", "parameters": {"onnx_file": {"string_value": "model.onnx"}}},
+         "onnxruntime", "python", "unknown"),
+        ({"name": "m", "backend": "python"}, "python", "python", "unknown"),
+        ({"name": "m", "platform": "ensemble"}, "ensemble", "native", "unknown"),
+        ({"config": {"name": "m", "platform": "tensorrt_plan"}}, "tensorrt", "native", "unknown"),  # gRPC JSON
+    ],
+)  # fmt: skip
+def test_backend_from_config_reads_platform_backend_and_parameters(config, backend, runner, device):
+    info = backend_from_config(config)
+    assert (info.model, info.backend, info.runner, info.device) == ("m", backend, runner, device)
+
+
+def test_backend_from_config_prefers_manifest_serving_for_python_runners():
+    info = backend_from_config({"name": "m", "backend": "python"}, {"serving": "onnxruntime", "backend": "python"})
+    assert info.backend == "onnxruntime"
+    assert info.manifest["serving"] == "onnxruntime"
+
+
+def test_load_manifest_reads_file_or_folder_and_tolerates_missing(tmp_path):
+    manifest = {"target": "cpu", "models": {"yolov8n_pose": {"backend": "python", "serving": "onnxruntime"}}}
+    (tmp_path / "repository.json").write_text(json.dumps(manifest))
+    assert load_manifest(tmp_path) == manifest
+    assert load_manifest(tmp_path / "repository.json") == manifest
+    assert load_manifest(tmp_path / "nope") == {}
+    assert load_manifest(None) == {}
+    assert manifest_entry(manifest, "yolov8n_pose")["serving"] == "onnxruntime"
+    assert manifest_entry(manifest, "other") == {}
+
+
+def test_threshold_tensors_validate_range_and_shape():
+    tensors = threshold_tensors(0.25, None)
+    assert [t.name for t in tensors] == [ct.CONF_THRESHOLD]
+    assert tensors[0].array.shape == (1, 1)
+    with pytest.raises(InvalidInputError, match="conf_threshold"):
+        threshold_tensors(1.5, None)
+
+
+def test_plan_threats_sends_one_image_bytes_request_to_the_threat_ensemble():
+    core = _core()
+    core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
+    core.configs[ct.THREAT_POSTPROCESS] = {
+        "name": ct.THREAT_POSTPROCESS,
+        "parameters": {"class_names": {"string_value": json.dumps(["knife", "baseball bat"])}},
+    }
+    png = encode_array(np.zeros((8, 8, 3), np.uint8))
+    plan = core.plan_threats(png, conf=0.3, iou=None, bgr=False)
+    assert next(plan) == []  # configs cached: no lookup
+    (req,) = plan.send([])
+    assert req.model == ct.THREAT_ENSEMBLE
+    assert [t.name for t in req.inputs] == [ct.IMAGE_BYTES, ct.CONF_THRESHOLD]
+    assert req.inputs[0].array.shape == (1, 1)
+    assert req.inputs[0].array[0, 0] == png
+    padded = {k: v[None] for k, v in _threat_padded().items()}
+    with pytest.raises(StopIteration) as stop:
+        plan.send([padded])
+    result = stop.value.value
+    assert [t.class_name for t in result.threats] == ["", ""]  # ids 43/34 beyond the 2 names given
+    assert result.backend == "python"  # a Python-backend model without onnx_file
+
+
+def test_plan_embeddings_chunks_boxes_and_skips_the_call_for_no_boxes():
+    core = _core()
+    png = encode_array(np.zeros((8, 8, 3), np.uint8))
+    plan = core.plan_embeddings(png, [], bgr=False)
+    with pytest.raises(StopIteration) as stop:
+        next(plan)
+    assert stop.value.value == []
+    boxes = np.tile(np.array([[0, 0, 4, 4]], np.float32), (ct.MAX_PERSONS_PER_FRAME + 3, 1))
+    plan = core.plan_embeddings(png, boxes, bgr=False)
+    reqs = next(plan)
+    assert [r.model for r in reqs] == [ct.REID_ENSEMBLE, ct.REID_ENSEMBLE]
+    assert [r.inputs[1].array.shape[0] for r in reqs] == [ct.MAX_PERSONS_PER_FRAME, 3]
+    assert reqs[0].inputs[0].array.shape == (1,)  # reid is not batched (max_batch_size 0)
+
+
+def test_plan_crops_resizes_locally_and_calls_osnet_directly():
+    core = _core()
+    crops = [np.zeros((100, 40, 3), np.uint8), np.zeros((30, 60, 3), np.uint8)]
+    plan = core.plan_crops(crops, bgr=False)
+    (req,) = next(plan)
+    assert req.model == ct.REID_MODEL
+    assert req.inputs[0].array.shape == (2, ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
+    assert req.inputs[0].array.dtype == np.uint8
+
+
+@pytest.mark.parametrize(
+    ("kw", "words"),
+    [
+        ({"transport": "tcp"}, "transport"),
+        ({"array_format": "gif"}, "array_format"),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"retries": -1}, "retries"),
+    ],
+)
+def test_client_core_raises_value_error_when_options_are_bad(kw, words):
+    with pytest.raises(ValueError, match=words):
+        _core(**kw)
+
+
+def test_client_core_reads_url_from_environment_when_none_given(monkeypatch):
+    monkeypatch.setenv("ENRICHMENT_TRITON_URL", "example:9001")
+    core = ClientCore(
+        None,
+        protocol="grpc",
+        timeout_s=1.0,
+        retries=0,
+        backoff_s=0.0,
+        version=None,
+        transport="bytes",
+        array_format="png",
+        manifest=None,
+    )
+    assert core.urls == ["example:9001"]

@@ -1,0 +1,128 @@
+"""Error translation, URL parsing, fail-over order and retry policy of the client."""
+
+from __future__ import annotations
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from enrichment_light._transport import (
+    Endpoint,
+    RetryPolicy,
+    RoundRobin,
+    ShmPool,
+    parse_endpoints,
+    translate_error,
+)
+from enrichment_light.errors import (
+    EnrichmentError,
+    InferenceTimeoutError,
+    InvalidInputError,
+    ModelNotReadyError,
+    ServerUnavailableError,
+)
+
+REFUSED = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    "Failed to connect to remote host: Connection refused"
+)
+
+
+# Messages as Triton 2.51 and tritonclient word them.
+@pytest.mark.parametrize(
+    ("status", "message", "model", "expected"),
+    [
+        ("StatusCode.UNAVAILABLE", REFUSED, "threat", ServerUnavailableError),
+        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'threat' is not found", "threat", ModelNotReadyError),
+        ("StatusCode.UNAVAILABLE", "Request for unknown model: 'pose' has no available versions", "pose",
+         ModelNotReadyError),
+        ("StatusCode.UNAVAILABLE", "Socket closed", None, ServerUnavailableError),
+        ("StatusCode.NOT_FOUND", "Request for unknown model: 'x' is not found", "x", ModelNotReadyError),
+        ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", "pose", InferenceTimeoutError),
+        ("StatusCode.INVALID_ARGUMENT", "corrupt JPEG: the decoder could not read the image data", "threat",
+         InvalidInputError),
+        ("StatusCode.INTERNAL", "something broke", "threat", EnrichmentError),
+        ("400", "in ensemble 'threat', corrupt PNG", "threat", InvalidInputError),
+        ("400", "Request for unknown model: 'threat' is not found", "threat", ModelNotReadyError),
+        ("404", "Request for unknown model", "threat", ModelNotReadyError),
+        ("503", "Server not ready", None, ServerUnavailableError),
+        ("504", "timeout", "pose", InferenceTimeoutError),
+    ],
+)  # fmt: skip
+def test_translate_error_maps_status_when_tritonclient_raises(status, message, model, expected):
+    err = InferenceServerException(msg=message, status=status)
+    mapped = translate_error(err, url="grpc://127.0.0.1:1", model=model)
+    assert type(mapped) is expected
+    assert message in str(mapped)  # the server's own words are kept
+    assert "127.0.0.1:1" in str(mapped)
+
+
+@pytest.mark.parametrize(
+    ("err", "expected"),
+    [
+        (ConnectionRefusedError(111, "Connection refused"), ServerUnavailableError),
+        (TimeoutError("timed out"), InferenceTimeoutError),
+        (TimeoutError(), InferenceTimeoutError),
+        (OSError("network is unreachable"), ServerUnavailableError),
+        (RuntimeError("odd"), EnrichmentError),
+    ],
+)
+def test_translate_error_maps_python_errors_when_http_transport_fails(err, expected):
+    assert type(translate_error(err, url="http://h:1")) is expected
+
+
+def test_translate_error_returns_package_errors_unchanged():
+    err = InvalidInputError("bad")
+    assert translate_error(err, url="u") is err
+
+
+def test_parse_endpoints_accepts_lists_commas_and_schemes():
+    assert parse_endpoints("a:1, b:2", "grpc") == (Endpoint("a:1", "grpc"), Endpoint("b:2", "grpc"))
+    assert parse_endpoints(["grpc://a:1"], "grpc") == (Endpoint("a:1", "grpc"),)
+    assert parse_endpoints("http://a:1/", "http") == (Endpoint("a:1", "http"),)
+    assert parse_endpoints(None, "http") == (Endpoint("localhost:8000", "http"),)
+    assert parse_endpoints(None, "grpc") == (Endpoint("localhost:8001", "grpc"),)
+
+
+@pytest.mark.parametrize(
+    ("urls", "protocol", "words"),
+    [
+        ("a:1", "ftp", "protocol"),
+        ("http://a:1", "grpc", "scheme"),
+        ([], "grpc", "at least one"),
+        ("grpc://", "grpc", "empty"),
+    ],
+)
+def test_parse_endpoints_raises_value_error_when_urls_are_bad(urls, protocol, words):
+    with pytest.raises(ValueError, match=words):
+        parse_endpoints(urls, protocol)
+
+
+def test_round_robin_starts_at_the_next_endpoint_each_call_and_covers_all():
+    rr = RoundRobin(3)
+    assert [rr.order() for _ in range(4)] == [[0, 1, 2], [1, 2, 0], [2, 0, 1], [0, 1, 2]]
+
+
+def test_retry_policy_doubles_backoff_per_round():
+    policy = RetryPolicy(retries=3, backoff_s=0.1)
+    assert [policy.delay_s(i) for i in (1, 2, 3)] == pytest.approx([0.1, 0.2, 0.4])
+
+
+@pytest.mark.parametrize(("retries", "backoff_s"), [(-1, 0.1), (1, -0.5)])
+def test_retry_policy_raises_value_error_when_negative(retries, backoff_s):
+    with pytest.raises(ValueError):
+        RetryPolicy(retries=retries, backoff_s=backoff_s)
+
+
+def test_shm_pool_reuses_released_regions_and_destroys_them():
+    np = pytest.importorskip("numpy")
+    pool = ShmPool("unit")
+    a = pool.acquire(64)
+    a.write(np.arange(16, dtype=np.int32))
+    np.testing.assert_array_equal(a.read(np.int32, [16]), np.arange(16))
+    pool.release(a)
+    assert pool.acquire(64) is a
+    b = pool.acquire(64)  # a is taken: a new region
+    assert b is not a
+    assert len(pool.regions()) == 2
+    pool.destroy_all()
+    assert pool.regions() == []
