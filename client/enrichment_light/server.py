@@ -607,10 +607,9 @@ class EmbeddedServer:
 
     def _launch(self) -> None:
         home = self.home
-        kinds = ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
         labels = {"http": "HTTP port", "grpc": "gRPC port", "metrics": "metrics port"}
         taken: set[int] = set()
-        for kind in kinds:
+        for kind in self._endpoints():
             if self._requested_ports[kind] == 0:
                 port = find_free_port(self.host)
                 while port in taken:
@@ -652,7 +651,7 @@ class EmbeddedServer:
             raise ServerStartError(f"could not execute {home.tritonserver}: {err}") from err
         _LIVE_SERVERS.add(self)
         try:
-            self._wait_ready(self.startup_timeout_s, kinds)
+            self._wait_ready(self.startup_timeout_s)
         except ServerStartError:
             self.stop(timeout_s=min(self.stop_timeout_s, 5.0))
             raise
@@ -667,14 +666,16 @@ class EmbeddedServer:
         Raises:
             ServerStartError: The process died or is not ready in time (the server is left running).
         """
-        kinds = ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
-        self._wait_ready(timeout_s, kinds)
+        self._wait_ready(timeout_s)
 
-    def _wait_ready(self, timeout_s: float, kinds: Sequence[str]) -> None:
+    def _endpoints(self) -> list[str]:
+        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
+
+    def _wait_ready(self, timeout_s: float) -> None:
         if self._process is None:
             raise ServerStartError("the server was never started")
         deadline = time.monotonic() + timeout_s
-        wanted = {self._ports[k] for k in kinds}
+        wanted = {self._ports[k] for k in self._endpoints()}
         last = "no answer yet"
         while True:
             code = self._process.poll()
