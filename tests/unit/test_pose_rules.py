@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from enrichment_light.contract import KEYPOINT_NAMES
 from enrichment_light.processing.pose_rules import (
     DEFAULT_POSE_RULES,
@@ -14,8 +17,6 @@ from enrichment_light.processing.pose_rules import (
     suspicious_mask,
 )
 from enrichment_light.results import POSE_CLASS_ORDER, PoseClass
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 # A person ~400 px tall; the golden values (nose, shoulders, hips, knees, ankles) are the original's.
 STANDING = {

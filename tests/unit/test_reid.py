@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from enrichment_light.errors import InvalidInputError
 from enrichment_light.processing.reid import (
     DEFAULT_SIMILARITY_THRESHOLD,
@@ -16,6 +17,7 @@ from enrichment_light.processing.reid import (
     crop_bounds,
     crop_persons,
     embedding_hash,
+    extract_person_crops,
     is_same_person,
     l2_normalize,
     resize_crop,
@@ -180,6 +182,10 @@ def test_crop_persons_raises_when_image_invalid(image, match):
 def test_resize_crops_names_crop_index_when_one_is_invalid():
     with pytest.raises(InvalidInputError, match="crop 1"):
         resize_crops([np.zeros((5, 5, 3), np.uint8), np.zeros((5, 0, 3), np.uint8)])
+
+
+def test_crop_persons_is_extract_person_crops():
+    assert crop_persons is extract_person_crops
 
 
 def test_crop_persons_empty_batch_when_no_boxes():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+
 from enrichment_light.contract import (
     BOXES,
     CLASS_IDS,

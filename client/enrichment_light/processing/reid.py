@@ -92,7 +92,7 @@ def cosine_similarity_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.clip(l2_normalize(xa) @ l2_normalize(xb).T, -1.0, 1.0).astype(np.float32)
 
 
-def is_same_person(a: np.ndarray, b: np.ndarray, threshold: float = DEFAULT_SIMILARITY_THRESHOLD) -> bool:
+def is_same_person(a: np.ndarray, b: np.ndarray, *, threshold: float = DEFAULT_SIMILARITY_THRESHOLD) -> bool:
     """Whether two embeddings show the same person: cosine similarity strictly above ``threshold``."""
     return bool(cosine_similarity(a, b) > threshold)
 
@@ -205,7 +205,7 @@ def resize_crops(crops: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
-def crop_persons(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+def extract_person_crops(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """Cut person boxes out of an RGB image and resize them to OSNet's 256x128 input.
 
     Args:
@@ -221,3 +221,6 @@ def crop_persons(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     img = _check_rgb(image, "image")
     bounds = crop_bounds(boxes, img.shape)
     return resize_crops([img[y1:y2, x1:x2] for x1, y1, x2, y2 in bounds.tolist()])
+
+
+crop_persons = extract_person_crops  # shorter alias used by the client core
