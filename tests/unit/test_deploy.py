@@ -1,0 +1,740 @@
+"""Deployment files checked without Docker, kubectl or a GPU.
+
+- docker-compose.yml: interpolated like Compose does, validated against the compose-spec JSON
+  schema (shipped by check-jsonschema), then its GPU, security and release settings.
+- deploy/Dockerfile and deploy/build-plans.sh: one release for both images; the build script's
+  control flow run against a recording stand-in for the export CLI.
+- deploy/k8s (kustomize, rendered here) and deploy/kserve: validated against the Kubernetes
+  schemas that kubernetes-validate bundles, then probes, GPU limit, security, autoscaling rule.
+- Consistency: ports, model names, server flags and the NGC release agree with
+  enrichment_light.contract, deploy/versions.env and pyproject.toml everywhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import re
+import shlex
+import stat
+import struct
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import numpy as np
+import pytest
+import yaml
+
+from enrichment_light import contract
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S = DEPLOY / "k8s"
+KSERVE = DEPLOY / "kserve"
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+BASE_ENV = {"ENRICHMENT_ADMIN_KEY": ADMIN_KEY}
+RESTRICTED = {"model-repository", "shared-memory"}  # must be behind the admin key
+CONTRACT_PORTS = {contract.HTTP_PORT, contract.GRPC_PORT, contract.METRICS_PORT}
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _versions() -> dict[str, str]:
+    pairs = {}
+    for raw in (DEPLOY / "versions.env").read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            pairs[key] = value
+    return pairs
+
+
+RELEASE = _versions()["TRITON_RELEASE"]
+
+_VAR = re.compile(r"\$(?:(\$)|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+class InterpolationError(ValueError):
+    pass
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose-style interpolation of every string in a loaded document."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        escaped, name, operator, argument, bare = match.groups()
+        if escaped:
+            return "$"
+        name = name or bare
+        current = env.get(name)
+        unset = current is None or (operator in (":-", ":?") and current == "")
+        if operator in (":-", "-") and unset:
+            return argument
+        if operator in (":?", "?") and unset:
+            raise InterpolationError(f"required variable {name} is missing a value: {argument}")
+        return current or ""
+
+    return _VAR.sub(substitute, value)
+
+
+def load_compose(env: dict[str, str] | None = None) -> dict[str, Any]:
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    return interpolate(raw, BASE_ENV if env is None else env)
+
+
+def flag_values(args: list[str], flag: str) -> list[str]:
+    prefix = f"{flag}="
+    return [a[len(prefix) :] for a in args if a.startswith(prefix)]
+
+
+def restricted_groups(args: list[str], flag: str) -> list[tuple[set[str], str, str]]:
+    """Parse ``<apis>:<header>=<value>`` groups of a restricted-API flag."""
+    groups = []
+    for value in flag_values(args, flag):
+        apis, sep, kv = value.partition(":")
+        header, eq, secret = kv.partition("=")
+        assert sep and eq and header and secret, f"{flag}={value!r} is not <apis>:<key>=<value>"
+        groups.append((set(apis.split(",")), header, secret))
+    return groups
+
+
+def server_tuning(args: list[str]) -> dict[str, list[str]]:
+    """The Triton flags that must be identical wherever the server runs (key and repo excluded)."""
+    tuned: dict[str, list[str]] = {}
+    for arg in args:
+        if not arg.startswith("--"):
+            continue
+        name, _, value = arg.partition("=")
+        if name in {"--model-repository", "--exit-timeout-secs", "--log-verbose"}:
+            continue
+        if "restricted" in name:
+            value = value.partition(":")[0]  # the API list; the key differs by design
+        tuned.setdefault(name, []).append(value)
+    return tuned
+
+
+def load_docs(path: Path) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _pointer(path: str) -> list[str]:
+    return [p.replace("~1", "/").replace("~0", "~") for p in path.lstrip("/").split("/")]
+
+
+def json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902 add / replace / remove: the operations the overlays use."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        *parents, last = _pointer(op["path"])
+        target: Any = doc
+        for part in parents:
+            target = target[int(part)] if isinstance(target, list) else target[part]
+        if op["op"] == "remove":
+            del target[int(last) if isinstance(target, list) else last]
+        elif op["op"] == "add" and isinstance(target, list):
+            target.insert(len(target) if last == "-" else int(last), op["value"])
+        elif op["op"] in ("add", "replace"):
+            if op["op"] == "replace":
+                assert (int(last) < len(target)) if isinstance(target, list) else last in target, op
+            target[int(last) if isinstance(target, list) else last] = op["value"]
+        else:
+            raise AssertionError(f"unsupported patch op {op}")
+    return doc
+
+
+def kustomize(directory: Path) -> list[dict[str, Any]]:
+    """Render the subset of kustomize the manifests use: resources, labels, images, patches."""
+    kust = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    assert kust["apiVersion"] == "kustomize.config.k8s.io/v1beta1" and kust["kind"] == "Kustomization"
+    unknown = set(kust) - {"apiVersion", "kind", "resources", "labels", "images", "patches"}
+    assert not unknown, f"renderer does not implement {unknown}"
+    docs: list[dict[str, Any]] = []
+    for entry in kust.get("resources", []):
+        path = (directory / entry).resolve()
+        assert path.exists(), f"{directory}/kustomization.yaml: resource {entry} does not exist"
+        docs.extend(kustomize(path) if path.is_dir() else load_docs(path))
+    for label in kust.get("labels", []):
+        assert label.get("includeSelectors") is False
+        for doc in docs:
+            doc.setdefault("metadata", {}).setdefault("labels", {}).update(label["pairs"])
+    for image in kust.get("images", []):
+        for doc in docs:
+            for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+                if container["image"] == image["name"]:
+                    container["image"] = f"{image.get('newName', image['name'])}:{image['newTag']}"
+    for patch in kust.get("patches", []):
+        body = (
+            yaml.safe_load(patch["patch"])
+            if "patch" in patch
+            else yaml.safe_load((directory / patch["path"]).read_text())
+        )
+        if isinstance(body, dict) and body.get("$patch") == "delete":
+            before = len(docs)
+            docs = [d for d in docs if (d["kind"], d["metadata"]["name"]) != (body["kind"], body["metadata"]["name"])]
+            assert len(docs) == before - 1, f"delete patch matched nothing: {body}"
+            continue
+        target = patch["target"]
+        matches = [d for d in docs if d["kind"] == target["kind"] and d["metadata"]["name"] == target["name"]]
+        assert len(matches) == 1, f"patch target {target} matched {len(matches)} resources"
+        docs[docs.index(matches[0])] = json_patch(matches[0], body)
+    return docs
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def k8s_validate(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def k8s_base() -> list[dict[str, Any]]:
+    return kustomize(K8S)
+
+
+@pytest.fixture(scope="module")
+def k8s_s3() -> list[dict[str, Any]]:
+    return kustomize(K8S / "overlays" / "s3")
+
+
+# --- versions -----------------------------------------------------------------------------------
+
+
+def test_versions_server_version_matches_client_pins_when_read_from_versions_env():
+    versions = _versions()
+    assert re.fullmatch(r"\d\d\.\d\d", versions["TRITON_RELEASE"])
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"tritonclient[all]=={versions["TRITON_SERVER_VERSION"]}"' in pyproject
+    assert f"tritonclient=={versions['TRITON_SERVER_VERSION']}" in (ROOT / "constraints.txt").read_text()
+
+
+def test_compose_release_default_is_single_and_matches_versions_env_when_read_raw():
+    defaults = set(re.findall(r"\$\{TRITON_RELEASE:-([^}]*)\}", COMPOSE_FILE.read_text()))
+    assert defaults == {RELEASE}
+
+
+# --- docker-compose.yml -------------------------------------------------------------------------
+
+
+def test_compose_validates_against_compose_spec_when_interpolated(compose):
+    schema = json.loads(
+        resources.files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text()
+    )
+    jsonschema.validate(compose, schema)
+
+
+def test_compose_interpolation_fails_fast_when_admin_key_unset():
+    with pytest.raises(InterpolationError, match="ENRICHMENT_ADMIN_KEY"):
+        load_compose(env={})
+    with pytest.raises(InterpolationError, match="ENRICHMENT_ADMIN_KEY"):
+        load_compose(env={"ENRICHMENT_ADMIN_KEY": ""})
+
+
+def test_compose_services_build_same_release_when_triton_release_overridden():
+    doc = load_compose({**BASE_ENV, "TRITON_RELEASE": "25.01"})
+    triton, builder = doc["services"]["triton"], doc["services"]["build-plans"]
+    assert triton["build"]["args"]["TRITON_RELEASE"] == builder["build"]["args"]["TRITON_RELEASE"] == "25.01"
+    assert triton["image"].endswith(":25.01") and builder["image"].endswith(":25.01")
+    assert (triton["build"]["target"], builder["build"]["target"]) == ("triton", "plan-builder")
+    assert triton["build"]["dockerfile"] == builder["build"]["dockerfile"] == "deploy/Dockerfile"
+
+
+@pytest.mark.parametrize("service", ["triton", "build-plans"])
+@pytest.mark.parametrize(("env", "expected"), [({}, "1"), ({"ENRICHMENT_GPU_ID": "0"}, "0")])
+def test_compose_reserves_gpu_by_id_when_enrichment_gpu_id_set_or_not(service, env, expected):
+    doc = load_compose({**BASE_ENV, **env})
+    devices = doc["services"][service]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices == [{"driver": "nvidia", "device_ids": [expected], "capabilities": ["gpu"]}]
+
+
+def test_compose_triton_healthcheck_probes_ready_endpoint(compose):
+    check = compose["services"]["triton"]["healthcheck"]
+    assert check["test"][0] == "CMD" and "curl" in check["test"]
+    assert f"http://localhost:{contract.HTTP_PORT}/v2/health/ready" in check["test"]
+    assert check["start_period"] and check["retries"] >= 3
+
+
+def test_compose_triton_serves_model_repository_read_only(compose):
+    triton = compose["services"]["triton"]
+    repository = flag_values(triton["command"], "--model-repository")
+    assert repository == ["/models"]
+    mounts = {m["target"]: m for m in triton["volumes"]}
+    assert mounts["/models"]["read_only"] is True and mounts["/models"]["type"] == "volume"
+    assert mounts["/cache"]["read_only"] is True and mounts["/cache"]["source"] in compose["volumes"]
+    builder_mounts = {m["target"]: m for m in compose["services"]["build-plans"]["volumes"]}
+    assert builder_mounts["/models"]["source"] == mounts["/models"]["source"]
+    assert builder_mounts["/cache"]["source"] == mounts["/cache"]["source"]
+    assert builder_mounts["/artifacts/onnx"]["read_only"] is True
+
+
+@pytest.mark.parametrize(("env", "host_ip"), [({}, "127.0.0.1"), ({"ENRICHMENT_BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0")])
+def test_compose_ports_bind_to_configured_address_when_bind_address_set_or_not(env, host_ip):
+    doc = load_compose({**BASE_ENV, **env})
+    for service in ("triton", "prometheus"):
+        for port in doc["services"][service]["ports"]:
+            assert port.startswith(f"{host_ip}:"), f"{service} publishes {port} beyond {host_ip}"
+    published = {int(p.rsplit(":", 1)[1]) for p in doc["services"]["triton"]["ports"]}
+    assert published == CONTRACT_PORTS
+
+
+def test_compose_triton_ports_flags_match_contract(compose):
+    command = compose["services"]["triton"]["command"]
+    assert command[0] == "tritonserver"
+    assert flag_values(command, "--http-port") == [str(contract.HTTP_PORT)]
+    assert flag_values(command, "--grpc-port") == [str(contract.GRPC_PORT)]
+    assert flag_values(command, "--metrics-port") == [str(contract.METRICS_PORT)]
+
+
+@pytest.mark.parametrize("flag", ["--http-restricted-api", "--grpc-restricted-protocol"])
+def test_compose_restricts_repository_and_shared_memory_apis_when_key_from_env(compose, flag):
+    groups = restricted_groups(compose["services"]["triton"]["command"], flag)
+    assert len(groups) == 1
+    apis, header, secret = groups[0]
+    assert apis >= RESTRICTED
+    assert not apis & {"health", "inference", "metadata"}, "clients must reach these without the key"
+    assert header == "admin-key" and secret == ADMIN_KEY
+
+
+def test_compose_model_control_is_explicit_with_all_models_loaded(compose):
+    command = compose["services"]["triton"]["command"]
+    assert flag_values(command, "--model-control-mode") == ["explicit"]
+    assert flag_values(command, "--load-model") == ["*"]
+
+
+def test_compose_memory_pools_sized_for_4gb_card_when_defaults_used(compose):
+    command = compose["services"]["triton"]["command"]
+    (cuda_pool,) = flag_values(command, "--cuda-memory-pool-byte-size")
+    gpu, _, size = cuda_pool.partition(":")
+    assert gpu == "0", "the reserved card is device 0 inside the container"
+    assert 64 * 2**20 <= int(size) <= 256 * 2**20
+    (pinned,) = flag_values(command, "--pinned-memory-pool-byte-size")
+    assert 0 < int(pinned) <= 256 * 2**20
+
+
+def test_compose_shm_size_covers_python_backend_regions(compose):
+    triton = compose["services"]["triton"]
+    backend = dict(v.split(",", 1)[1].split("=") for v in flag_values(triton["command"], "--backend-config"))
+    python_instances = sum(
+        p["instances"]
+        for name, p in json.loads((DEPLOY / "gpu-profile.json").read_text()).items()
+        if contract.MODELS[name].kind == "python"
+    )
+    shm_bytes = {"gb": 2**30, "mb": 2**20}[triton["shm_size"][-2:].lower()] * int(triton["shm_size"][:-2])
+    # each instance starts with its default region and must be able to grow at least four steps
+    needed = python_instances * (int(backend["shm-default-byte-size"]) + 4 * int(backend["shm-growth-byte-size"]))
+    assert shm_bytes >= needed
+
+
+@pytest.mark.parametrize("service", ["triton", "build-plans"])
+def test_compose_runs_non_root_when_started(compose, service):
+    assert compose["services"][service]["user"] == "1000:1000"
+
+
+def test_compose_restart_policies_when_long_running_or_one_shot(compose):
+    assert compose["services"]["triton"]["restart"] == "unless-stopped"
+    assert compose["services"]["build-plans"]["restart"] == "no"
+
+
+def test_compose_optional_services_sit_in_profiles(compose):
+    assert "profiles" not in compose["services"]["triton"]
+    assert compose["services"]["build-plans"]["profiles"] == ["build"]
+    assert compose["services"]["prometheus"]["profiles"] == ["monitoring"]
+    assert ":" in compose["services"]["prometheus"]["image"] and not compose["services"]["prometheus"][
+        "image"
+    ].endswith(":latest")
+
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+
+
+def _dockerfile() -> str:
+    return (DEPLOY / "Dockerfile").read_text()
+
+
+def test_dockerfile_stages_share_one_release_arg():
+    froms = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", _dockerfile(), re.MULTILINE)
+    assert froms == [
+        ("nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3", "triton"),
+        ("nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3", "plan-builder"),
+    ]
+    assert re.search(r"^ARG TRITON_RELEASE$", _dockerfile(), re.MULTILINE), "release must come from compose"
+
+
+def test_dockerfile_stages_run_as_uid_1000():
+    assert re.findall(r"^USER\s+(\S+)", _dockerfile(), re.MULTILINE) == ["1000:1000", "1000:1000"]
+
+
+def test_dockerfile_copy_sources_exist_and_are_not_dockerignored():
+    ignore = [line for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines() if line.strip()]
+    assert next(line for line in ignore if not line.startswith("#")) == "*", "the context must be an allow-list"
+    included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    for line in re.findall(r"^COPY\s+(.+)$", _dockerfile(), re.MULTILINE):
+        *sources, _dest = [p for p in shlex.split(line) if not p.startswith("--")]
+        for source in sources:
+            assert source.rstrip("/") in included, f"COPY {source} is excluded by Dockerfile.dockerignore"
+            if source != "model_repository":  # filled by the repository builder's own files
+                assert (ROOT / source).exists(), f"COPY source {source} missing"
+
+
+# --- deploy/build-plans.sh ----------------------------------------------------------------------
+
+_STUB = """#!/usr/bin/env bash
+printf '%s\\n' "$*" >> "$STUB_LOG"
+if [[ "$1" == plan ]]; then exit "${STUB_PLAN_RC:-0}"; fi
+exit 0
+"""
+
+
+def _run_build_plans(tmp_path: Path, *args: str, plan_rc: int = 0, fallback: str | None = None, onnx: bool = True):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stub = bin_dir / "enrichment-export"
+    stub.write_text(_STUB)
+    stub.chmod(stub.stat().st_mode | stat.S_IEXEC)
+    onnx_dir = tmp_path / "onnx"
+    onnx_dir.mkdir(exist_ok=True)
+    if onnx:
+        (onnx_dir / "yolov8n_pose.onnx").write_bytes(b"onnx")
+    log = tmp_path / "calls.log"
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin",
+        "STUB_LOG": str(log),
+        "STUB_PLAN_RC": str(plan_rc),
+        "ENRICHMENT_ONNX_DIR": str(onnx_dir),
+        "ENRICHMENT_PLAN_CACHE": str(tmp_path / "cache"),
+        "ENRICHMENT_REPOSITORY": str(tmp_path / "models"),
+        "ENRICHMENT_GPU_PROFILE": str(DEPLOY / "gpu-profile.json"),
+    }
+    if fallback is not None:
+        env["ENRICHMENT_FALLBACK"] = fallback
+    proc = subprocess.run(
+        ["bash", str(DEPLOY / "build-plans.sh"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    calls = log.read_text().splitlines() if log.exists() else []
+    return proc, calls
+
+
+def test_build_plans_script_builds_plans_then_tensorrt_repository_when_plans_build(tmp_path):
+    proc, calls = _run_build_plans(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 2
+    assert calls[0].startswith("plan ") and "--check-only" not in calls[0]
+    assert f"--plans {tmp_path / 'cache'}" in calls[0] and f"--artifacts {tmp_path / 'onnx'}" in calls[0]
+    assert calls[1].startswith("build-repository --target tensorrt ")
+    assert f"--out {tmp_path / 'models'}" in calls[1] and f"--gpu-profile {DEPLOY / 'gpu-profile.json'}" in calls[1]
+    for call in calls:
+        for root in ("onnx", "cache", "models"):
+            assert f"--allowed-root {tmp_path / root}" in call
+
+
+def test_build_plans_script_falls_back_to_onnx_when_plan_build_fails(tmp_path):
+    proc, calls = _run_build_plans(tmp_path, plan_rc=1)
+    assert proc.returncode == 0, proc.stderr
+    assert calls[1].startswith("build-repository --target onnx ")
+    assert "falls back to ONNX" in proc.stderr
+
+
+def test_build_plans_script_fails_when_plan_build_fails_and_fallback_none(tmp_path):
+    proc, calls = _run_build_plans(tmp_path, plan_rc=1, fallback="none")
+    assert proc.returncode == 1
+    assert [c.split()[0] for c in calls] == ["plan"]
+
+
+@pytest.mark.parametrize("plan_rc", [0, 3])
+def test_build_plans_script_only_checks_when_check_only(tmp_path, plan_rc):
+    proc, calls = _run_build_plans(tmp_path, "--check-only", plan_rc=plan_rc)
+    assert proc.returncode == plan_rc
+    assert len(calls) == 1 and calls[0].startswith("plan --check-only ")
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "message"),
+    [
+        ((), {"onnx": False}, "no ONNX models"),
+        (("--force",), {}, "usage"),
+        ((), {"fallback": "maybe"}, "ENRICHMENT_FALLBACK"),
+    ],
+)
+def test_build_plans_script_exits_2_when_misused(tmp_path, args, kwargs, message):
+    proc, calls = _run_build_plans(tmp_path, *args, **kwargs)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert calls == []
+
+
+def test_build_plans_script_is_compose_and_image_entrypoint(compose):
+    assert "/usr/local/bin/enrichment-build-plans" in _dockerfile()
+    assert "deploy/build-plans.sh /usr/local/bin/enrichment-build-plans" in _dockerfile()
+    assert "entrypoint" not in compose["services"]["build-plans"]
+
+
+# --- deploy/gpu-profile.json --------------------------------------------------------------------
+
+
+def _gpu_profile() -> dict[str, Any]:
+    return json.loads((DEPLOY / "gpu-profile.json").read_text())
+
+
+def test_gpu_profile_validates_against_its_schema():
+    schema = json.loads((DEPLOY / "schemas" / "gpu-profile.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    jsonschema.validate(_gpu_profile(), schema, cls=jsonschema.Draft202012Validator)
+
+
+def test_gpu_profile_covers_every_non_ensemble_model_of_the_contract():
+    expected = set(contract.INFERENCE_MODELS) | set(contract.PYTHON_MODELS)
+    assert set(_gpu_profile()) == expected
+
+
+@pytest.mark.parametrize("name", sorted(set(contract.INFERENCE_MODELS) | set(contract.PYTHON_MODELS)))
+def test_gpu_profile_batch_sizes_fit_contract_when_model_batches(name):
+    profile, spec = _gpu_profile()[name], contract.MODELS[name]
+    sizes = profile["preferred_batch_sizes"] + profile["warmup_batch_sizes"]
+    if spec.max_batch_size == 0:
+        assert sizes == [] and profile["max_queue_delay_us"] == 0
+    else:
+        assert all(1 <= s <= spec.max_batch_size for s in sizes)
+        assert profile["preferred_batch_sizes"] == sorted(profile["preferred_batch_sizes"])
+    if spec.kind == "inference":
+        assert profile["kind"] == "KIND_GPU" and profile["warmup_batch_sizes"]
+    else:
+        assert profile["kind"] == "KIND_CPU" and profile["cuda_graphs"] is False
+
+
+# --- Kubernetes (kustomize) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overlay", ["base", "s3"])
+def test_k8s_manifests_validate_against_kubernetes_schemas_when_rendered(overlay, k8s_base, k8s_s3):
+    docs = k8s_base if overlay == "base" else k8s_s3
+    assert {d["kind"] for d in docs} >= {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    for doc in docs:
+        k8s_validate(doc)
+
+
+def test_k8s_renderer_rejects_invalid_manifest_when_field_misspelled(k8s_base):
+    broken = copy.deepcopy(by_kind(k8s_base, "Deployment"))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        k8s_validate(broken)
+
+
+def _triton_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = by_kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def test_k8s_deployment_requests_one_gpu(k8s_base):
+    resources_ = _triton_container(k8s_base)["resources"]
+    assert resources_["limits"]["nvidia.com/gpu"] == "1"
+    assert resources_["requests"]["nvidia.com/gpu"] == "1"
+    assert {"cpu", "memory"} <= set(resources_["limits"]) and {"cpu", "memory"} <= set(resources_["requests"])
+
+
+def test_k8s_deployment_probes_live_and_ready_endpoints(k8s_base):
+    container = _triton_container(k8s_base)
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert ports[container[probe]["httpGet"]["port"]] == contract.HTTP_PORT
+
+
+def test_k8s_deployment_runs_non_root_with_read_only_repository(k8s_base):
+    pod = by_kind(k8s_base, "Deployment")["spec"]["template"]["spec"]
+    container = _triton_container(k8s_base)
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 1000
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert mounts["/models"]["readOnly"] is True
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert (
+        volumes[mounts["/models"]["name"]]["persistentVolumeClaim"]["claimName"]
+        == by_kind(k8s_base, "PersistentVolumeClaim")["metadata"]["name"]
+    )
+    assert volumes[mounts["/dev/shm"]["name"]]["emptyDir"]["medium"] == "Memory"
+
+
+def test_k8s_deployment_image_tag_is_the_release(k8s_base):
+    assert _triton_container(k8s_base)["image"].endswith(f"-triton:{RELEASE}")
+
+
+def test_k8s_admin_key_comes_from_secret(k8s_base):
+    container = _triton_container(k8s_base)
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ENRICHMENT_ADMIN_KEY"]["valueFrom"]["secretKeyRef"]["key"]
+    for flag in ("--http-restricted-api", "--grpc-restricted-protocol"):
+        ((apis, header, secret),) = restricted_groups(container["args"], flag)
+        assert apis >= RESTRICTED and header == "admin-key" and secret == "$(ENRICHMENT_ADMIN_KEY)"
+
+
+def test_k8s_and_kserve_tritonserver_flags_match_compose(compose, k8s_base):
+    expected = server_tuning(compose["services"]["triton"]["command"])
+    assert server_tuning(_triton_container(k8s_base)["args"]) == expected
+    (runtime,) = load_docs(KSERVE / "servingruntime.yaml")
+    (kserve_container,) = runtime["spec"]["containers"]
+    assert server_tuning(kserve_container["args"]) == expected
+
+
+@pytest.mark.parametrize("name", ["enrichment-light", "enrichment-light-headless"])
+def test_k8s_services_select_the_deployment_pods_on_contract_ports(k8s_base, name):
+    service = by_kind(k8s_base, "Service", name)
+    pod_labels = by_kind(k8s_base, "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    container_ports = {p["name"]: p["containerPort"] for p in _triton_container(k8s_base)["ports"]}
+    for port in service["spec"]["ports"]:
+        assert port["port"] == container_ports[port["targetPort"]]
+    assert {p["port"] for p in service["spec"]["ports"]} <= CONTRACT_PORTS
+    assert contract.GRPC_PORT in {p["port"] for p in service["spec"]["ports"]}
+    assert (service["spec"].get("clusterIP") == "None") == name.endswith("headless")
+
+
+def test_k8s_container_ports_match_contract(k8s_base):
+    ports = {p["name"]: p["containerPort"] for p in _triton_container(k8s_base)["ports"]}
+    assert ports == {"http": contract.HTTP_PORT, "grpc": contract.GRPC_PORT, "metrics": contract.METRICS_PORT}
+    args = _triton_container(k8s_base)["args"]
+    assert flag_values(args, "--http-port") == [str(contract.HTTP_PORT)]
+    assert flag_values(args, "--grpc-port") == [str(contract.GRPC_PORT)]
+    assert flag_values(args, "--metrics-port") == [str(contract.METRICS_PORT)]
+
+
+def test_k8s_hpa_scales_on_adapter_metric_of_inference_models(k8s_base):
+    hpa = by_kind(k8s_base, "HorizontalPodAutoscaler")
+    deployment = by_kind(k8s_base, "Deployment")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    (metric,) = hpa["spec"]["metrics"]
+    rules = yaml.safe_load((K8S / "prometheus-adapter-rules.yaml").read_text())["rules"]["custom"]
+    (rule,) = rules
+    assert metric["type"] == "Pods" and metric["pods"]["metric"]["name"] == rule["name"]["as"]
+    assert "nv_inference_queue_duration_us" in rule["metricsQuery"]
+    assert "nv_inference_request_success" in rule["metricsQuery"]
+    models = set()
+    for regex in re.findall(r'model=~"([^"]+)"', rule["metricsQuery"]):
+        models |= set(regex.split("|"))
+    assert models == set(contract.INFERENCE_MODELS)
+    assert hpa["spec"]["minReplicas"] >= 1 and hpa["spec"]["maxReplicas"] > hpa["spec"]["minReplicas"]
+
+
+def test_k8s_s3_overlay_reads_repository_from_s3_with_secret_credentials(k8s_s3):
+    container = _triton_container(k8s_s3)
+    (repository,) = flag_values(container["args"], "--model-repository")
+    assert repository.startswith("s3://")
+    assert container["envFrom"] == [{"secretRef": {"name": "enrichment-s3-credentials"}}]
+    mount_dir = {e["name"]: e.get("value") for e in container["env"]}["TRITON_AWS_MOUNT_DIRECTORY"]
+    assert mount_dir in {m["mountPath"] for m in container["volumeMounts"]}
+    assert not [d for d in k8s_s3 if d["kind"] == "PersistentVolumeClaim"]
+    pod = by_kind(k8s_s3, "Deployment")["spec"]["template"]["spec"]
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
+
+
+# --- KServe -------------------------------------------------------------------------------------
+
+
+def test_kserve_inferenceservice_uses_runtime_of_the_release():
+    (isvc,) = load_docs(KSERVE / "inferenceservice.yaml")
+    (runtime,) = load_docs(KSERVE / "servingruntime.yaml")
+    assert (isvc["apiVersion"], isvc["kind"]) == ("serving.kserve.io/v1beta1", "InferenceService")
+    assert (runtime["apiVersion"], runtime["kind"]) == ("serving.kserve.io/v1alpha1", "ServingRuntime")
+    model = isvc["spec"]["predictor"]["model"]
+    assert model["modelFormat"]["name"] == "triton"
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["runtimeVersion"] == RELEASE
+    assert model["storageUri"].startswith(("s3://", "gs://", "pvc://"))
+    assert {"name": "triton", "version": "2", "autoSelect": False} in runtime["spec"]["supportedModelFormats"]
+    (container,) = runtime["spec"]["containers"]
+    assert container["image"].endswith(f":{RELEASE}")
+    assert flag_values(container["args"], "--model-repository") == ["/mnt/models"]
+    assert [p["containerPort"] for p in container["ports"]] == [contract.HTTP_PORT]
+    assert flag_values(container["args"], "--http-port") == [str(contract.HTTP_PORT)]
+    assert model["resources"]["limits"]["nvidia.com/gpu"] == "1"
+
+
+def test_kserve_pod_parts_validate_as_kubernetes_pod_spec():
+    (isvc,) = load_docs(KSERVE / "inferenceservice.yaml")
+    (runtime,) = load_docs(KSERVE / "servingruntime.yaml")
+    predictor = isvc["spec"]["predictor"]
+    runtime_pod = {"containers": runtime["spec"]["containers"], "volumes": runtime["spec"]["volumes"]}
+    isvc_pod = {
+        "containers": [{"name": "kserve-container", "image": "x", "resources": predictor["model"]["resources"]}],
+        "nodeSelector": predictor["nodeSelector"],
+        "serviceAccountName": predictor["serviceAccountName"],
+    }
+    for spec in (runtime_pod, isvc_pod):
+        k8s_validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "kserve"}, "spec": spec})
+
+
+# --- Prometheus and Grafana ---------------------------------------------------------------------
+
+
+def test_prometheus_scrapes_triton_metrics_port(compose):
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = [t for job in config["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert targets == [f"triton:{contract.METRICS_PORT}"]
+    assert "triton" in compose["services"]
+    mounted = {m["source"] for m in compose["services"]["prometheus"]["volumes"] if m["type"] == "bind"}
+    assert "./deploy/prometheus.yml" in mounted
+
+
+def test_grafana_dashboard_queries_triton_metrics_only():
+    dashboard = json.loads((DEPLOY / "grafana" / "enrichment-light.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    metrics = {m for e in exprs for m in re.findall(r"\b(nv_[a-z_]+)\b", e)}
+    assert {"nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us"} <= metrics
+    assert {"nv_gpu_memory_used_bytes", "nv_inference_request_success"} <= metrics
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+
+
+# --- perf_analyzer input ------------------------------------------------------------------------
+
+
+def test_make_perf_input_serializes_image_like_tritonclient(tmp_path):
+    from tritonclient.utils import serialize_byte_tensor
+
+    image = tmp_path / "frame.jpg"
+    image.write_bytes(b"\xff\xd8\xff\xe0fake-jpeg\x00\x01")
+    out = tmp_path / "perf.json"
+    subprocess.run([sys.executable, str(DEPLOY / "make_perf_input.py"), str(image), str(out)], check=True, timeout=60)
+    (step,) = json.loads(out.read_text())["data"]
+    payload = base64.b64decode(step[contract.IMAGE_BYTES]["b64"])
+    expected = serialize_byte_tensor(np.array([image.read_bytes()], dtype=np.object_)).item()
+    assert payload == expected
+    assert struct.unpack("<I", payload[:4])[0] == image.stat().st_size
+
+
+# --- documentation ------------------------------------------------------------------------------
+
+
+def test_deploy_guide_mentions_every_compose_variable():
+    guide = (ROOT / "docs" / "readme" / "deploy.md").read_text()
+    variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_FILE.read_text()))
+    missing = sorted(v for v in variables if v not in guide)
+    assert not missing, f"docs/readme/deploy.md does not explain {missing}"
