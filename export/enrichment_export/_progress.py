@@ -62,3 +62,14 @@ def atomic_output(final: Path, suffix: str = "") -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def checked_path(path: str | os.PathLike[str], *, allowed_roots: object = None) -> Path:
+    """Validate a user-given input path (``validate_model_path``: no traversal, inside the roots).
+
+    Existence is left to the caller, whose error message can say what to do.
+    """
+    from enrichment_light.paths import validate_model_path
+
+    kwargs = {} if allowed_roots is None else {"allowed_roots": allowed_roots}
+    return Path(validate_model_path(path, must_exist=False, **kwargs))

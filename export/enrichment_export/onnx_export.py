@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
 from torch import nn
 
-from enrichment_export._progress import atomic_output, format_bytes, sha256_file, timed_step
+from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file, timed_step
+from enrichment_light import contract
+from enrichment_light.errors import ModelFileError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -118,13 +118,8 @@ def _check_output(output: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _check_weights_path(source: str | os.PathLike[str]) -> Path:
-    try:
-        from enrichment_light.paths import validate_model_path
-    except ImportError:  # the core package may not ship it yet
-        path = Path(source)
-    else:
-        path = Path(validate_model_path(source, must_exist=True))
+def _check_weights_path(source: str | os.PathLike[str], allowed_roots: Any = None) -> Path:
+    path = checked_path(source, allowed_roots=allowed_roots)
     if not path.is_file():
         raise ModelFileError(f"weights file {str(path)!r} does not exist or is not a file")
     if path.suffix.lower() not in WEIGHT_SUFFIXES:
@@ -132,7 +127,7 @@ def _check_weights_path(source: str | os.PathLike[str]) -> Path:
     return path
 
 
-def load_yolo_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
+def load_yolo_checkpoint(path: str | os.PathLike[str], *, allowed_roots: Any = None) -> nn.Module:
     """Load an Ultralytics detect/pose checkpoint (``.pt``) as an FP32 eval-mode model.
 
     Ultralytics checkpoints pickle the model object, so this needs a full unpickle: only load
@@ -143,7 +138,7 @@ def load_yolo_checkpoint(path: str | os.PathLike[str]) -> nn.Module:
     """
     from ultralytics.nn.tasks import load_checkpoint
 
-    p = _check_weights_path(path)
+    p = _check_weights_path(path, allowed_roots)
     try:
         model, _ = load_checkpoint(str(p), device="cpu", fuse=False)
     except Exception as err:  # torch/zip/pickle/TypeError: all mean "unusable file"
@@ -324,6 +319,7 @@ def export_yolo_onnx(
     model_name: str = contract.POSE_MODEL,
     opset: int = DEFAULT_OPSET,
     simplify: bool = True,
+    allowed_roots: Any = None,
 ) -> ExportResult:
     """Export an Ultralytics YOLOv8 pose or detect model to ONNX with uint8 NHWC input.
 
@@ -335,12 +331,14 @@ def export_yolo_onnx(
             ``yolov8n_threat`` (needs a detect model, any number of classes).
         opset: ONNX opset.
         simplify: Run onnxslim.
+        allowed_roots: Roots a checkpoint path must lie in (``validate_model_path``; default
+            ``$ENRICHMENT_MODEL_ROOTS`` or the current directory plus the standard model roots).
 
     Returns:
         The :class:`ExportResult`.
 
     Raises:
-        ValueError: Bad arguments (checked before any heavy work).
+        ValueError: Bad arguments (checked before any heavy work), including an unsafe path.
         ModelFileError: Unreadable checkpoint, or a model of the wrong task or keypoint layout.
     """
     if model_name not in YOLO_TASKS:
@@ -349,9 +347,9 @@ def export_yolo_onnx(
     out = _check_output(output)
     start = time.perf_counter()
     if isinstance(source, (str, os.PathLike)):
-        path = _check_weights_path(source)
+        path = _check_weights_path(source, allowed_roots)
         with timed_step(LOGGER, f"{model_name}: loading {path}"):
-            model = load_yolo_checkpoint(path)
+            model = load_yolo_checkpoint(path, allowed_roots=allowed_roots)
         src, src_sha = str(path), sha256_file(path)
     else:
         model = _as_yolo_module(source)
@@ -406,6 +404,7 @@ def export_osnet_onnx(
     *,
     opset: int = DEFAULT_OPSET,
     simplify: bool = True,
+    allowed_roots: Any = None,
 ) -> ExportResult:
     """Export OSNet-x0.25 to ONNX: uint8 NHWC crops in, L2-normalised 512-d embeddings out.
 
@@ -415,12 +414,13 @@ def export_osnet_onnx(
         output: The ``.onnx`` file to write.
         opset: ONNX opset.
         simplify: Run onnxslim.
+        allowed_roots: Roots a checkpoint path must lie in (``validate_model_path``).
 
     Returns:
         The :class:`ExportResult`.
 
     Raises:
-        ValueError: Bad arguments.
+        ValueError: Bad arguments, including an unsafe path.
         ModelFileError: The checkpoint does not load strictly.
     """
     from enrichment_export.osnet import OSNet, load_osnet_x0_25
@@ -430,7 +430,7 @@ def export_osnet_onnx(
     start = time.perf_counter()
     model_name = contract.REID_MODEL
     if isinstance(source, (str, os.PathLike)):
-        path = _check_weights_path(source)
+        path = _check_weights_path(source, allowed_roots)
         model = load_osnet_x0_25(path)
         src, src_sha = str(path), sha256_file(path)
     elif isinstance(source, OSNet):

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
 from enrichment_light.contract import EMBEDDING_DIMENSION
 from enrichment_light.errors import ModelFileError
-from torch import nn
 
 LOGGER = logging.getLogger(__name__)
 

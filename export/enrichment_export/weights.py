@@ -26,10 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file
 from enrichment_light import contract
 from enrichment_light.errors import ModelFileError
-
-from enrichment_export._progress import atomic_output, format_bytes, sha256_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -263,26 +262,25 @@ def resolve_weights(
     cache_dir: str | os.PathLike[str] | None = None,
     registry: Mapping[str, WeightsEntry] | None = None,
     download: bool = True,
+    allowed_roots: Any = None,
 ) -> Path:
     """Turn a user's weights argument (a file path or an official name) into a local file.
 
-    An existing file wins; otherwise a registry name is looked up in the cache and downloaded when
-    `download` is true.
+    An existing file wins (checked with ``validate_model_path`` against `allowed_roots`); otherwise
+    a registry name is looked up in the cache and downloaded when `download` is true.
 
     Raises:
         ModelFileError: Neither an existing file nor a known name, or a name not cached when
             `download` is false.
         WeightsDownloadError: The download failed.
     """
+    reg = load_registry() if registry is None else registry
     text = os.fspath(source)
     path = Path(text).expanduser()
-    if path.is_file():
-        try:
-            from enrichment_light.paths import validate_model_path
-        except ImportError:  # the core package may not ship it yet
-            return path
-        return Path(validate_model_path(path, must_exist=True))
-    reg = load_registry() if registry is None else registry
+    if path.is_file() or text not in reg:
+        checked = checked_path(path, allowed_roots=allowed_roots)
+        if checked.is_file():
+            return checked
     if text in reg:
         folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
         if not download:

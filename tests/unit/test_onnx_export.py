@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
 import torch
+
 from enrichment_export import onnx_export as ox
 from enrichment_export._progress import sha256_file
 from enrichment_export.osnet import create_osnet_x0_25
 from enrichment_light import contract
 from enrichment_light.errors import ModelFileError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _model_roots(tmp_path_factory):
+    # validate_model_path only allows the configured roots; tests write under pytest's tmp dir.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENRICHMENT_MODEL_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), os.getcwd()]))
+        yield
+
 
 CUSTOM_NAMES = {0: "gun", 1: "knife", 2: "baseball bat", 3: "person"}
 
@@ -24,12 +35,12 @@ def _session(path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("onnx")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pose_checkpoint(export_dir):
     from ultralytics import YOLO
 
@@ -38,32 +49,32 @@ def pose_checkpoint(export_dir):
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pose_export(export_dir, pose_checkpoint):
     return ox.export_yolo_onnx(pose_checkpoint, export_dir / "pose" / "model.onnx", model_name=contract.POSE_MODEL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def threat_model():
     return ox.untrained_yolo(contract.THREAT_MODEL, seed=1)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def threat_export(export_dir, threat_model):
     return ox.export_yolo_onnx(threat_model, export_dir / "threat.onnx", model_name=contract.THREAT_MODEL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def custom_model():
     return ox.untrained_yolo(contract.THREAT_MODEL, seed=2, names=CUSTOM_NAMES)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def custom_export(export_dir, custom_model):
     return ox.export_yolo_onnx(custom_model, export_dir / "custom.onnx", model_name=contract.THREAT_MODEL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def osnet_model():
     torch.manual_seed(3)
     model = create_osnet_x0_25()
@@ -76,7 +87,7 @@ def osnet_model():
     return model
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def osnet_export(export_dir, osnet_model):
     return ox.export_osnet_onnx(osnet_model, export_dir / "osnet.onnx")
 

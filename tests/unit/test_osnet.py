@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
 from enrichment_export.osnet import (
     OSNet,
     create_osnet_x0_25,
@@ -17,6 +19,14 @@ from enrichment_export.osnet import (
 )
 from enrichment_light.contract import EMBEDDING_DIMENSION, REID_INPUT_HEIGHT, REID_INPUT_WIDTH
 from enrichment_light.errors import ModelFileError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _model_roots(tmp_path_factory):
+    # validate_model_path only allows the configured roots; tests write under pytest's tmp dir.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENRICHMENT_MODEL_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), os.getcwd()]))
+        yield
 
 
 def _torchreid_osnet_module():

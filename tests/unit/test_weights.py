@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import os
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
+
 from enrichment_export import weights as w
 from enrichment_light.errors import ModelFileError
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _model_roots(tmp_path_factory):
+    # validate_model_path only allows the configured roots; tests write under pytest's tmp dir.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ENRICHMENT_MODEL_ROOTS", os.pathsep.join([str(tmp_path_factory.getbasetemp()), os.getcwd()]))
+        yield
+
 
 GOOD = bytes(range(256)) * 1024  # 256 KiB, more than one chunk
 GOOD_SHA = hashlib.sha256(GOOD).hexdigest()

@@ -1,0 +1,256 @@
+"""``enrichment-export``: ONNX export, weights download, TensorRT plans (and the repository builder).
+
+Subcommands are registered in :data:`SUBCOMMANDS`: each is a function that adds its parser to the
+argparse subparsers and sets ``func`` (the handler, returning an exit code). Other modules can add
+theirs with :func:`register_subcommand`; ``build-repository`` comes from
+:mod:`enrichment_export.repository` when that module is present.
+
+Examples::
+
+    enrichment-export onnx --untrained --out-dir model_repository
+    enrichment-export onnx --pose yolov8n-pose.pt --threat /models/threat.pt --reid osnet_x0_25_msmt17.pt
+    enrichment-export fetch yolov8n-pose.pt yolov8n.pt
+    enrichment-export plan --model yolov8n_pose --check-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from enrichment_light import contract
+from enrichment_light.errors import EnrichmentError
+
+LOGGER = logging.getLogger("enrichment_export")
+
+ParserBuilder = Callable[[Any], None]
+SUBCOMMANDS: dict[str, ParserBuilder] = {}
+# Modules that may contribute subcommands through ``add_<name>_parser(subparsers)`` functions.
+PLUGINS: dict[str, str] = {"build-repository": "enrichment_export.repository:add_build_repository_parser"}
+_MODEL_FLAGS = {"pose": contract.POSE_MODEL, "threat": contract.THREAT_MODEL, "reid": contract.REID_MODEL}
+
+
+def register_subcommand(name: str, builder: ParserBuilder) -> None:
+    """Register a subcommand: `builder(subparsers)` adds a parser and sets ``func=handler(args) -> int``."""
+    SUBCOMMANDS[name] = builder
+
+
+def onnx_path_for(out_dir: str | os.PathLike[str], model_name: str) -> Path:
+    """``<out_dir>/<model>/1/model.onnx``: the Triton repository layout the exporter writes."""
+    return Path(out_dir) / model_name / "1" / "model.onnx"
+
+
+# --- onnx ---------------------------------------------------------------------------------------
+
+
+def _add_onnx_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("onnx", help="export pose / threat / re-id models to ONNX")
+    p.add_argument("--pose", metavar="WEIGHTS", help="pose checkpoint path or official name (yolov8n-pose.pt)")
+    p.add_argument("--threat", metavar="WEIGHTS", help="detect checkpoint path or official name (yolov8n.pt)")
+    p.add_argument("--reid", metavar="WEIGHTS", help="OSNet-x0.25 checkpoint path or official name")
+    p.add_argument("--all", action="store_true", help="export all three (official weights unless given)")
+    p.add_argument("--untrained", action="store_true", help="random-init models from the YAMLs (offline smoke test)")
+    p.add_argument("--out-dir", default="model_repository", help="writes <out-dir>/<model>/1/model.onnx")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--no-download", action="store_true", help="use only local files and the weights cache")
+    p.add_argument("--weights-dir", help="weights cache (default $ENRICHMENT_LIGHT_WEIGHTS_DIR or ~/.cache/...)")
+    p.set_defaults(func=_run_onnx)
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from enrichment_export import onnx_export, weights
+
+    from_flags = {_MODEL_FLAGS[k]: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k)}
+    if args.untrained and from_flags:
+        raise SystemExit("--untrained builds random-init models; do not combine it with weights")
+    if args.all or args.untrained:
+        selected = dict.fromkeys(contract.INFERENCE_MODELS)
+        selected.update(from_flags)
+    else:
+        selected = from_flags
+    if not selected:
+        raise SystemExit("nothing to export: give --pose/--threat/--reid WEIGHTS, --all or --untrained")
+    onnx_export._check_opset(args.opset)  # fail before any download or heavy work
+    for model_name, source in selected.items():
+        if args.untrained:
+            src: Any = onnx_export.untrained_model(model_name)
+        else:
+            name = source or weights.DEFAULT_WEIGHTS[model_name]
+            src = weights.resolve_weights(name, cache_dir=args.weights_dir, download=not args.no_download)
+        result = onnx_export.export_onnx(
+            model_name, src, onnx_path_for(args.out_dir, model_name), opset=args.opset, simplify=not args.no_simplify
+        )
+        print(f"{model_name:16s} {result.path}  sha256 {result.sha256[:16]}  {result.seconds:.1f}s")
+    return 0
+
+
+# --- fetch --------------------------------------------------------------------------------------
+
+
+def _add_fetch_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("fetch", help="download official checkpoints by name into the weights cache")
+    p.add_argument("names", nargs="*", help="registry names (default: the three default checkpoints)")
+    p.add_argument("--list", action="store_true", help="list the known names and exit")
+    p.add_argument("--weights-dir", help="weights cache (default $ENRICHMENT_LIGHT_WEIGHTS_DIR or ~/.cache/...)")
+    p.add_argument("--force", action="store_true", help="download again even when cached")
+    p.add_argument("--timeout", type=float, default=60.0, help="socket timeout in seconds")
+    p.set_defaults(func=_run_fetch)
+
+
+def _run_fetch(args: argparse.Namespace) -> int:
+    from enrichment_export import weights
+
+    registry = weights.load_registry()
+    if args.list:
+        for entry in registry.values():
+            sha = entry.sha256 or "unpublished (trusted on first use)"
+            print(f"{entry.name:28s} {entry.model:16s} sha256 {sha}\n    {entry.description}")
+        return 0
+    names = args.names or list(weights.DEFAULT_WEIGHTS.values())
+    unknown = [n for n in names if n not in registry]
+    if unknown:
+        raise SystemExit(f"unknown weights {unknown}; known: {sorted(registry)}")
+    for name in names:
+        path = weights.fetch_weights(
+            name, cache_dir=args.weights_dir, registry=registry, timeout_s=args.timeout, force=args.force
+        )
+        print(f"{name:28s} {path}")
+    return 0
+
+
+# --- plan ---------------------------------------------------------------------------------------
+
+
+def _add_plan_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser("plan", help="build TensorRT plans (GPU + TensorRT needed unless --check-only)")
+    p.add_argument(
+        "--model",
+        action="append",
+        choices=contract.INFERENCE_MODELS,
+        help="model(s) to build (repeatable; default: all three)",
+    )
+    p.add_argument("--onnx", help="ONNX file (only with one --model; default <repository>/<model>/1/model.onnx)")
+    p.add_argument("--repository", default="model_repository", help="where the exported ONNX files are")
+    p.add_argument("--plan", help="plan file (one --model); default <cache-dir>/<model>/model.sm<XY>.plan")
+    p.add_argument("--cache-dir", help="plan cache (default $ENRICHMENT_TENSORRT_CACHE_DIR or /cache/tensorrt)")
+    prec = p.add_mutually_exclusive_group()
+    prec.add_argument("--fp32", action="store_true", help="FP32 plan (default FP16, or *_TENSORRT_FP16)")
+    prec.add_argument("--fp16", action="store_true", help="FP16 plan")
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=4)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
+    p.add_argument("--timing-cache", help="timing cache file (default next to the plan)")
+    p.add_argument("--check-only", action="store_true", help="report what would be built and why; build nothing")
+    p.add_argument("--force", action="store_true", help="rebuild even when the plan is up to date")
+    p.add_argument("--gpu-cc", help="assume this compute capability (e.g. 8.6) instead of querying the GPU")
+    p.add_argument("--trt-version", help="assume this TensorRT version instead of importing tensorrt")
+    p.add_argument("--gpu-name", default="", help="GPU name recorded with --gpu-cc")
+    p.set_defaults(func=_run_plan)
+
+
+def _device_from_args(args: argparse.Namespace) -> Any:
+    from enrichment_export import tensorrt_plan as tp
+
+    if args.gpu_cc or args.trt_version:
+        if not (args.gpu_cc and args.trt_version):
+            raise SystemExit("--gpu-cc and --trt-version go together")
+        if not args.check_only:
+            raise SystemExit("--gpu-cc/--trt-version only make sense with --check-only (a build needs the real GPU)")
+        return tp.DeviceInfo(tp.parse_compute_capability(args.gpu_cc), args.gpu_name or "assumed", args.trt_version)
+    return tp.detect_device_info()
+
+
+def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = None) -> int:
+    from enrichment_export import tensorrt_plan as tp
+
+    models = args.model or list(contract.INFERENCE_MODELS)
+    if (args.onnx or args.plan) and len(models) != 1:
+        raise SystemExit("--onnx and --plan need exactly one --model")
+    profile = tp.BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
+    device = device or _device_from_args(args)
+    failures = 0
+    for model_name in models:
+        settings = tp.tensorrt_settings_from_env(model_name, environ)
+        precision = "fp32" if args.fp32 else "fp16" if args.fp16 else settings.precision
+        plan_path = args.plan or settings.engine_path
+        request = tp.make_plan_request(
+            model_name,
+            args.onnx or onnx_path_for(args.repository, model_name),
+            device=device,
+            plan_path=plan_path,
+            cache_dir=args.cache_dir or settings.cache_dir,
+            precision=precision,
+            profile=profile,
+            workspace_bytes=args.workspace_mib << 20,
+            timing_cache=args.timing_cache,
+        )
+        try:
+            outcome = tp.ensure_plan(request, device, force=args.force, check_only=args.check_only)
+        except tp.PlanVerificationError as err:
+            print(f"FAILED {err}", file=sys.stderr)
+            failures += 1
+            continue
+        if outcome.action == "built":
+            print(f"built {outcome.plan_path} ({outcome.decision.reason})")
+        else:
+            print(outcome.decision.describe())
+    return 1 if failures else 0
+
+
+register_subcommand("onnx", _add_onnx_parser)
+register_subcommand("fetch", _add_fetch_parser)
+register_subcommand("plan", _add_plan_parser)
+
+
+def _load_plugins() -> None:
+    for name, target in PLUGINS.items():
+        if name in SUBCOMMANDS:
+            continue
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            LOGGER.debug("subcommand %s unavailable: %s", name, err)
+            continue
+        builder = getattr(module, attr, None)
+        if callable(builder):
+            register_subcommand(name, builder)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``enrichment-export`` argument parser with every registered subcommand."""
+    _load_plugins()
+    parser = argparse.ArgumentParser(prog="enrichment-export", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for builder in SUBCOMMANDS.values():
+        builder(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point; returns the exit code (2 on a usage error, 1 on a failure)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for var, value in (("YOLO_OFFLINE", "1"), ("YOLO_AUTOINSTALL", "0"), ("YOLO_VERBOSE", "False")):
+        os.environ.setdefault(var, value)
+    try:
+        return int(args.func(args) or 0)
+    except (EnrichmentError, ValueError, RuntimeError, OSError) as err:
+        print(f"enrichment-export {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
