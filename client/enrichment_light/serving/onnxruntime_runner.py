@@ -1,0 +1,91 @@
+"""onnxruntime behind a Python-backend model (the ``cpu`` target): same ONNX, same tensor names.
+
+The PyPI Triton has only the Python backend, so the ``cpu`` repository serves each inference
+model through :class:`OnnxRuntimeRunner`. Requests of one ``execute`` call are concatenated into
+one ``session.run`` (that is what dynamic batching buys) and the output is split back.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from enrichment_light import contract as ct
+from enrichment_light.errors import InvalidInputError
+from enrichment_light.serving.params import get_int
+from enrichment_light.serving.pipeline import check_tensor
+
+
+class OnnxRuntimeRunner:
+    """One onnxruntime session for contract model `model_name`.
+
+    Args:
+        model_name: An inference model of the contract (fixes input/output names and shapes).
+        onnx_path: The ONNX file.
+        intra_op_threads: onnxruntime intra-op threads (0: its default, one per core).
+        inter_op_threads: onnxruntime inter-op threads.
+    """
+
+    def __init__(self, model_name: str, onnx_path: str | os.PathLike[str], *, intra_op_threads: int = 0,
+                 inter_op_threads: int = 1) -> None:  # fmt: skip
+        import onnxruntime as ort
+
+        self.spec = ct.model_spec(model_name)
+        if self.spec.kind != "inference":
+            raise ValueError(f"{model_name!r} is not an inference model")
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(intra_op_threads)
+        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input = self.spec.inputs[0]
+        self.output = self.spec.outputs[0]
+        names_in = [i.name for i in self.session.get_inputs()]
+        names_out = [o.name for o in self.session.get_outputs()]
+        if names_in != [self.input.name] or self.output.name not in names_out:
+            raise ValueError(
+                f"{onnx_path}: expected input {self.input.name!r} and output {self.output.name!r} "
+                f"(enrichment_light.contract), got inputs {names_in} and outputs {names_out}"
+            )
+
+    @classmethod
+    def from_parameters(cls, model_name: str, model_dir: str | os.PathLike[str], params: Mapping[str, str]):
+        """Build from config parameters ``onnx_file``, ``intra_op_threads`` and ``inter_op_threads``."""
+        filename = params.get("onnx_file", "model.onnx")
+        if os.path.basename(filename) != filename or filename in ("", ".", ".."):
+            raise ValueError(
+                f"config parameter 'onnx_file' must be a file name in the version folder, got {filename!r}"
+            )
+        return cls(
+            model_name,
+            os.path.join(os.fspath(model_dir), filename),
+            intra_op_threads=get_int(params, "intra_op_threads", 0, low=0),
+            inter_op_threads=get_int(params, "inter_op_threads", 1, low=0),
+        )
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch (``[N, *input shape]``) and return the output ``[N, *output shape]``."""
+        return self.session.run([self.output.name], {self.input.name: batch})[0]
+
+    def run_requests(self, inputs: Sequence[np.ndarray | None]) -> list[dict[str, np.ndarray] | InvalidInputError]:
+        """Check each request's input, run all valid ones as one batch, split the output."""
+        checked: list[np.ndarray | InvalidInputError] = []
+        for array in inputs:
+            try:
+                checked.append(check_tensor(self.input.name, array, self.input.dtype, (-1, *self.input.shape)))
+            except InvalidInputError as err:
+                checked.append(err)
+        valid = [a for a in checked if not isinstance(a, InvalidInputError)]
+        out = self.run(valid[0] if len(valid) == 1 else np.concatenate(valid)) if valid else None
+        results: list[dict[str, np.ndarray] | InvalidInputError] = []
+        start = 0
+        for item in checked:
+            if isinstance(item, InvalidInputError):
+                results.append(item)
+                continue
+            results.append({self.output.name: out[start : start + item.shape[0]]})
+            start += item.shape[0]
+        return results
