@@ -2,7 +2,9 @@
 
 The repository is built with the same code path as ``enrichment-light serve --untrained`` (the
 export helper's ONNX exporters, then the serving helper's ``build_repository``). Import the
-fixtures into a test module with ``from _client_fixtures import *``.
+fixtures into a test module with ``from _client_fixtures import *``. A fixture imported into
+several modules is a separate fixture in each, so the repository and the servers are cached here,
+once per test session (the launcher's ``triton_server_factory`` stops the servers at its end).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pytest
 from enrichment_light.cli import build_cpu_repository, sample_images
 from enrichment_light.server import EmbeddedServer
 
+_CACHE: dict[str, object] = {}
+
 __all__ = ["client_repository", "closed_port_url", "enrichment_server", "explicit_server", "sample_paths"]
 
 
@@ -23,20 +27,26 @@ def client_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A built ``cpu`` repository (random-init weights) with its ``repository.json``."""
     pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
-    root = tmp_path_factory.mktemp("client-repo")
-    return build_cpu_repository(root / "repository", untrained=True)
+    if "repository" not in _CACHE:
+        root = tmp_path_factory.mktemp("client-repo")
+        _CACHE["repository"] = build_cpu_repository(root / "repository", untrained=True)
+    return _CACHE["repository"]
 
 
 @pytest.fixture(scope="session")
 def enrichment_server(client_repository: Path, triton_server_factory) -> EmbeddedServer:
     """The shared server (model control ``none``) for every read-only client test."""
-    return triton_server_factory(client_repository)
+    if "server" not in _CACHE:
+        _CACHE["server"] = triton_server_factory(client_repository)
+    return _CACHE["server"]
 
 
 @pytest.fixture(scope="session")
 def explicit_server(client_repository: Path, triton_server_factory) -> EmbeddedServer:
     """A second server in explicit model-control mode, for load/unload tests."""
-    return triton_server_factory(client_repository, model_control="explicit", load_models=["*"])
+    if "explicit" not in _CACHE:
+        _CACHE["explicit"] = triton_server_factory(client_repository, model_control="explicit", load_models=["*"])
+    return _CACHE["explicit"]
 
 
 @pytest.fixture(scope="session")
