@@ -649,7 +649,7 @@ def ensure_plan(
     if force and not decision.build:
         decision = dataclasses.replace(decision, build=True, reason="forced rebuild")
     if check_only or not decision.build:
-        LOGGER.info("%s", decision.describe())
+        LOGGER.debug("%s", decision.describe())
         return PlanOutcome("would-build" if decision.build else "up-to-date", decision)
 
     LOGGER.info("building %s because %s", request.plan_path, decision.reason)
