@@ -155,8 +155,11 @@ class EnrichmentClient:
         if shm is not None:
             for url, name in list(shm.registered):
                 # The server may be gone; the region is destroyed anyway.
-                with contextlib.suppress(Exception):
-                    self._new_raw_client(Endpoint(url, self.protocol)).unregister_system_shared_memory(name)
+                with (
+                    contextlib.suppress(Exception),
+                    contextlib.closing(self._new_raw_client(Endpoint(url, self.protocol))) as raw,
+                ):
+                    raw.unregister_system_shared_memory(name)
             shm.destroy_all()
         with self._lock:
             clients = list(self._grpc.values()) + self._http_all
@@ -202,6 +205,7 @@ class EnrichmentClient:
         """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries."""
         policy = self._core.policy
         last: EnrichmentError | None = None
+        cause: BaseException | None = None
         for round_index in range(policy.retries + 1):
             if round_index:
                 time.sleep(policy.delay_s(round_index))
@@ -215,10 +219,9 @@ class EnrichmentClient:
                         if mapped is err:
                             raise
                         raise mapped from err
-                    last = mapped
-                    last.__cause__ = err
+                    last, cause = mapped, err
         assert last is not None
-        raise last
+        raise last from cause
 
     def _infer(self, request: Request) -> dict[str, np.ndarray]:
         module, http, core = self._module(), self.protocol == "http", self._core
