@@ -1,0 +1,380 @@
+"""The cpu model repository on the real embedded Triton: every model over HTTP and gRPC, parity, errors.
+
+One server per session serves a repository built by the repository builder from random-init
+checkpoints (exported through the export helper). The threat detector is built with the custom
+class names ``gun, knife, bat, person`` so the taxonomy is exercised by name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _serving_reference import Reference, png_header_only
+
+from enrichment_light import contract as ct
+from enrichment_light.results import POSE_CLASS_ORDER, SEVERITY_ORDER, PoseClass, Severity
+
+pytestmark = pytest.mark.integration
+
+THREAT_NAMES = ["gun", "knife", "bat", "person"]
+LOW_CONF = 0.01  # random-init heads: a very low threshold gives many boxes
+
+
+def _assets() -> Path:
+    import ultralytics
+
+    return Path(ultralytics.__file__).parent / "assets"
+
+
+PHOTOS = {name: (_assets() / name).read_bytes() for name in ("bus.jpg", "zidane.jpg")}
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def serving_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cpu repository, built once per session from random-init checkpoints."""
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-"))
+    from enrichment_export import onnx_export as ex
+    from enrichment_export.repository import build_repository
+
+    root = tmp_path_factory.mktemp("serving")
+    art = root / "artifacts"
+    ex.export_onnx(ct.POSE_MODEL, ex.untrained_model(ct.POSE_MODEL), art / f"{ct.POSE_MODEL}.onnx")
+    threat = ex.untrained_yolo(ct.THREAT_MODEL, names=dict(enumerate(THREAT_NAMES)))
+    ex.export_onnx(ct.THREAT_MODEL, threat, art / f"{ct.THREAT_MODEL}.onnx")
+    ex.export_onnx(ct.REID_MODEL, ex.untrained_model(ct.REID_MODEL), art / f"{ct.REID_MODEL}.onnx")
+    result = build_repository(root / "repo", target="cpu", artifacts=art, allowed_roots=[root])
+    assert result.manifest["threat_class_names"] == THREAT_NAMES  # read from the ONNX metadata
+    return result.out_dir
+
+
+@pytest.fixture(scope="session")
+def server(serving_repository: Path, triton_server_factory):
+    return triton_server_factory(serving_repository, startup_timeout_s=120)
+
+
+@pytest.fixture(scope="session")
+def reference(serving_repository: Path) -> Reference:
+    return Reference(serving_repository, THREAT_NAMES)
+
+
+@pytest.fixture(scope="session")
+def clients(server):
+    import tritonclient.grpc as grpcclient
+    import tritonclient.http as httpclient
+
+    made = {
+        "http": (httpclient, httpclient.InferenceServerClient(server.http_url.split("//")[-1], concurrency=16)),
+        "grpc": (grpcclient, grpcclient.InferenceServerClient(server.grpc_url.split("//")[-1])),
+    }
+    yield made
+    for _, client in made.values():
+        client.close()
+
+
+@pytest.fixture(params=["http", "grpc"])
+def proto(request, clients):
+    return clients[request.param]
+
+
+def _tensor(module, name: str, array: np.ndarray):
+    dtype = {np.dtype(np.object_): "BYTES", np.dtype(np.float32): "FP32", np.dtype(np.uint8): "UINT8"}.get(
+        array.dtype, str(array.dtype).upper()
+    )
+    if array.dtype == np.int32:
+        dtype = "INT32"
+    tensor = module.InferInput(name, list(array.shape), dtype)
+    tensor.set_data_from_numpy(array)
+    return tensor
+
+
+def _outputs(model: str, result) -> dict[str, np.ndarray]:
+    return {o.name: result.as_numpy(o.name) for o in ct.model_spec(model).outputs}
+
+
+def _infer(proto, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    module, client = proto
+    return _outputs(model, client.infer(model, [_tensor(module, k, v) for k, v in inputs.items()]))
+
+
+def _submit(clients, model: str, inputs: dict[str, np.ndarray]):
+    """Send without waiting (tritonclient.http's own async pool: its client is not thread-safe)."""
+    module, client = clients["http"]
+    return client.async_infer(model, [_tensor(module, k, v) for k, v in inputs.items()])
+
+
+def _image(data: bytes) -> np.ndarray:
+    return np.array([[data]], dtype=np.object_)
+
+
+def _conf(value: float) -> np.ndarray:
+    return np.array([[value]], np.float32)
+
+
+# --------------------------------------------------------------------------------------------- readiness
+
+
+def test_server_loads_every_model_when_repository_is_built_for_cpu(server, clients):
+    _, client = clients["http"]
+    assert client.is_server_ready()
+    for name in ct.ALL_MODELS:
+        assert client.is_model_ready(name), name
+    assert client.get_model_config(ct.THREAT_POSTPROCESS)["parameters"]["class_names"]["string_value"] == (
+        '["gun", "knife", "bat", "person"]'
+    )
+
+
+# --------------------------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("photo", sorted(PHOTOS))
+def test_pose_ensemble_matches_in_process_pipeline_when_conf_is_overridden(proto, reference, photo):
+    got = _infer(proto, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS[photo]), ct.CONF_THRESHOLD: _conf(LOW_CONF)})
+    want = reference.pose(PHOTOS[photo], LOW_CONF)
+    assert int(got[ct.NUM_DETECTIONS][0, 0]) == int(want[ct.NUM_DETECTIONS][0]) > 5
+    for name in (ct.BOXES, ct.SCORES, ct.KEYPOINTS, ct.POSE_CONFIDENCE):
+        np.testing.assert_allclose(got[name][0], want[name], rtol=1e-5, atol=1e-3, err_msg=name)
+    np.testing.assert_array_equal(got[ct.POSE_CLASS][0], want[ct.POSE_CLASS])
+    np.testing.assert_array_equal(got[ct.SUSPICIOUS][0], want[ct.SUSPICIOUS])
+
+
+@pytest.mark.parametrize("photo", sorted(PHOTOS))
+def test_threat_ensemble_matches_in_process_pipeline_when_conf_is_overridden(proto, reference, photo):
+    got = _infer(proto, ct.THREAT_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS[photo]), ct.CONF_THRESHOLD: _conf(0.001)})
+    want = reference.threat(PHOTOS[photo], 0.001)
+    assert int(got[ct.NUM_DETECTIONS][0, 0]) == int(want[ct.NUM_DETECTIONS][0])
+    for name in (ct.BOXES, ct.SCORES):
+        np.testing.assert_allclose(got[name][0], want[name], rtol=1e-5, atol=1e-3, err_msg=name)
+    for name in (ct.CLASS_IDS, ct.SEVERITY, ct.MAX_SEVERITY, ct.THREAT_TYPE):
+        np.testing.assert_array_equal(got[name][0], want[name], err_msg=name)
+
+
+def test_pose_ensemble_uses_config_threshold_when_no_override_is_sent(proto, reference):
+    got = _infer(proto, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"])})
+    want = reference.pose(PHOTOS["bus.jpg"], 0.5)  # builder default
+    assert int(got[ct.NUM_DETECTIONS][0, 0]) == int(want[ct.NUM_DETECTIONS][0])
+
+
+def test_enrich_matches_pose_threat_and_reid_when_one_frame_is_sent(proto, reference):
+    data = PHOTOS["zidane.jpg"]
+    got = _infer(proto, ct.ENRICH, {ct.IMAGE_BYTES: _image(data), ct.CONF_THRESHOLD: _conf(LOW_CONF)})
+    pose = reference.pose(data, LOW_CONF)
+    threat = reference.threat(data, LOW_CONF)
+    k = int(got[ct.NUM_PERSONS][0, 0])
+    assert k == int(pose[ct.NUM_DETECTIONS][0]) > 0
+    assert int(got[ct.NUM_THREATS][0, 0]) == int(threat[ct.NUM_DETECTIONS][0])
+    np.testing.assert_allclose(got[ct.BOXES][0], pose[ct.BOXES], rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(got[ct.POSE_CLASS][0], pose[ct.POSE_CLASS])
+    np.testing.assert_allclose(got[ct.THREAT_BOXES][0], threat[ct.BOXES], rtol=1e-5, atol=1e-3)
+    emb = got[ct.EMBEDDINGS][0]
+    want = reference.embeddings(data, pose[ct.BOXES][:k])
+    np.testing.assert_allclose(emb[:k], want, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(emb[:k], axis=1), 1.0, atol=1e-4)
+    assert not emb[k:].any()
+
+
+def test_reid_ensemble_equals_direct_osnet_call_on_reference_crops(proto, reference):
+    data = PHOTOS["bus.jpg"]
+    boxes = np.array([[50, 230, 250, 900], [220, 400, 350, 860], [660, 380, 810, 880]], np.float32)
+    module, client = proto
+    inputs = [
+        _tensor(module, ct.IMAGE_BYTES, np.array([data], dtype=np.object_)),
+        _tensor(module, ct.PERSON_BOXES, boxes),
+    ]
+    via_ensemble = client.infer(ct.REID_ENSEMBLE, inputs).as_numpy(ct.EMBEDDINGS)
+    crops = _infer(proto, ct.REID_CROPS, {ct.IMAGE_BYTES: np.array([data], np.object_), ct.PERSON_BOXES: boxes})
+    direct = _infer(proto, ct.REID_MODEL, {ct.CROPS: crops[ct.CROPS]})[ct.EMBEDDINGS]
+    np.testing.assert_allclose(via_ensemble, direct, atol=1e-5)
+    np.testing.assert_allclose(via_ensemble, reference.embeddings(data, boxes), atol=1e-4)
+
+
+def test_composing_models_match_reference_when_called_directly(proto, reference):
+    data = PHOTOS["bus.jpg"]
+    pre = _infer(proto, ct.PREPROCESS, {ct.IMAGE_BYTES: _image(data)})
+    _, boxed, info = reference.letterboxed(data)
+    np.testing.assert_array_equal(pre[ct.IMAGES][0], boxed)
+    np.testing.assert_array_equal(pre[ct.LETTERBOX_INFO][0], info)
+    for model in (ct.POSE_MODEL, ct.THREAT_MODEL):
+        raw = _infer(proto, model, {ct.IMAGES: pre[ct.IMAGES]})[ct.RAW_OUTPUT]
+        np.testing.assert_allclose(raw, reference.run(model, boxed[None]), rtol=1e-4, atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- crafted raw outputs
+
+# The original tests' standing person (~400 px tall) in a 1280x960 frame; letterbox gain 0.5, pad_top 80.
+_ORIG_H, _ORIG_W, _GAIN, _PAD_TOP = 960, 1280, 0.5, 80
+_STANDING = {
+    0: (320, 50), 1: (315, 45), 2: (325, 45), 3: (310, 50), 4: (330, 50), 5: (290, 100), 6: (350, 100),
+    7: (285, 170), 8: (355, 170), 9: (285, 240), 10: (355, 240), 11: (300, 250), 12: (340, 250),
+    13: (300, 350), 14: (340, 350), 15: (280, 450), 16: (360, 450),
+}  # fmt: skip
+_CROUCHING = {**_STANDING, 0: (320, 200), 1: (315, 195), 2: (325, 195), 5: (290, 220), 6: (350, 220),
+              11: (300, 250), 12: (340, 250), 13: (300, 270), 14: (340, 270)}  # fmt: skip
+
+
+def _info() -> np.ndarray:
+    return np.array([[_ORIG_H, _ORIG_W, _GAIN, 0, _PAD_TOP]], np.float32)
+
+
+def _to_letterbox(x: float, y: float) -> tuple[float, float]:
+    return x * _GAIN, y * _GAIN + _PAD_TOP
+
+
+def _pose_raw(people: list[dict[int, tuple[float, float]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    raw = np.zeros((1, ct.POSE_RAW_CHANNELS, ct.NUM_ANCHORS_640), np.float32)
+    boxes = []
+    for a, kps in enumerate(people):
+        xs, ys = zip(*kps.values(), strict=True)
+        box = np.array([min(xs) - 20, min(ys) - 10, max(xs) + 20, max(ys) + 10], np.float32)  # original pixels
+        (x1, y1), (x2, y2) = _to_letterbox(box[0], box[1]), _to_letterbox(box[2], box[3])
+        raw[0, :5, a * 100] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1, 0.9]
+        for k, (x, y) in kps.items():
+            raw[0, 5 + 3 * k : 8 + 3 * k, a * 100] = [*_to_letterbox(x, y), 0.95]
+        boxes.append(box)
+    return raw, boxes
+
+
+def test_pose_postprocess_returns_known_persons_in_original_pixels_with_pose_classes(proto):
+    raw, boxes = _pose_raw([_STANDING, {k: (x + 600, y + 300) for k, (x, y) in _CROUCHING.items()}])
+    got = _infer(proto, ct.POSE_POSTPROCESS, {ct.RAW_OUTPUT: raw, ct.LETTERBOX_INFO: _info()})
+    assert int(got[ct.NUM_DETECTIONS][0, 0]) == 2
+    classes = [POSE_CLASS_ORDER[i] for i in got[ct.POSE_CLASS][0, :2]]
+    assert classes == [PoseClass.STANDING, PoseClass.CROUCHING]
+    assert got[ct.SUSPICIOUS][0, :2].tolist() == [False, True]
+    np.testing.assert_allclose(got[ct.BOXES][0, 0], boxes[0], atol=1e-3)
+    np.testing.assert_allclose(got[ct.KEYPOINTS][0, 0, :, :2], np.array(list(_STANDING.values())), atol=1e-3)
+    np.testing.assert_allclose(got[ct.POSE_CONFIDENCE][0, 0], 0.95, atol=1e-6)
+
+
+def test_threat_postprocess_reports_gun_as_critical_when_class_name_is_gun(proto):
+    raw = np.zeros((1, 4 + len(THREAT_NAMES), ct.NUM_ANCHORS_640), np.float32)
+    raw[0, :4, 10], raw[0, 4 + 0, 10] = [*_to_letterbox(400, 300), 100, 80], 0.9  # gun
+    raw[0, :4, 20], raw[0, 4 + 1, 20] = [*_to_letterbox(900, 600), 60, 40], 0.8  # knife
+    raw[0, :4, 30], raw[0, 4 + 3, 30] = [*_to_letterbox(200, 500), 80, 200], 0.95  # person: not a threat
+    got = _infer(proto, ct.THREAT_POSTPROCESS, {ct.RAW_OUTPUT: raw, ct.LETTERBOX_INFO: _info()})
+    n = int(got[ct.NUM_DETECTIONS][0, 0])
+    assert n == 2
+    assert [t.decode() for t in got[ct.THREAT_TYPE][0, :n]] == ["gun", "knife"]
+    assert [SEVERITY_ORDER[s] for s in got[ct.SEVERITY][0, :n]] == [Severity.CRITICAL, Severity.HIGH]
+    assert SEVERITY_ORDER[int(got[ct.MAX_SEVERITY][0, 0])] is Severity.CRITICAL
+    np.testing.assert_allclose(got[ct.BOXES][0, 0], [300, 220, 500, 380], atol=1e-3)
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+_TRUNCATED = PHOTOS["bus.jpg"][:5000]
+_BOX_IMG = np.array([PHOTOS["bus.jpg"]], np.object_)
+_GOOD_RAW = np.zeros((1, ct.POSE_RAW_CHANNELS, ct.NUM_ANCHORS_640), np.float32)
+
+BAD_REQUESTS = [
+    ("empty image", ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(b"")}, "empty image"),
+    ("garbage bytes", ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(b"not an image at all")}, "unknown image format"),
+    ("truncated jpeg", ct.THREAT_ENSEMBLE, {ct.IMAGE_BYTES: _image(_TRUNCATED)}, "truncated JPEG"),
+    ("too large image", ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(png_header_only(20000, 20000))}, "too large"),
+    ("gif", ct.PREPROCESS, {ct.IMAGE_BYTES: _image(b"GIF89a" + bytes(64))}, "unsupported image format GIF"),
+    ("corrupt frame for enrich", ct.ENRICH, {ct.IMAGE_BYTES: _image(b"\xff\xd8\xff" + bytes(40))}, "JPEG"),
+    ("conf above 1", ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"]), ct.CONF_THRESHOLD: _conf(1.5)},
+     "CONF_THRESHOLD must be in [0, 1]"),
+    ("iou nan", ct.THREAT_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"]), ct.IOU_THRESHOLD: _conf(np.nan)},
+     "IOU_THRESHOLD must be in [0, 1]"),
+    ("image bytes as fp32", ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: np.zeros((1, 1), np.float32)}, "data-type"),
+    ("detector wrong shape", ct.POSE_MODEL, {ct.IMAGES: np.zeros((1, 320, 320, 3), np.uint8)}, "shape"),
+    ("detector wrong dtype", ct.THREAT_MODEL, {ct.IMAGES: np.zeros((1, 640, 640, 3), np.float32)}, "data-type"),
+    ("osnet wrong shape", ct.REID_MODEL, {ct.CROPS: np.zeros((1, 128, 128, 3), np.uint8)}, "shape"),
+    ("box outside image", ct.REID_ENSEMBLE,
+     {ct.IMAGE_BYTES: _BOX_IMG, ct.PERSON_BOXES: np.array([[5000, 5000, 5100, 5200]], np.float32)}, "person box 0"),
+    ("inverted box", ct.REID_ENSEMBLE,
+     {ct.IMAGE_BYTES: _BOX_IMG, ct.PERSON_BOXES: np.array([[300, 300, 100, 100]], np.float32)}, "inverted"),
+    ("nan box", ct.REID_CROPS,
+     {ct.IMAGE_BYTES: _BOX_IMG, ct.PERSON_BOXES: np.array([[np.nan, 0, 10, 10]], np.float32)}, "not finite"),
+    ("no boxes", ct.REID_ENSEMBLE, {ct.IMAGE_BYTES: _BOX_IMG, ct.PERSON_BOXES: np.zeros((0, 4), np.float32)},
+     "1 to 32 boxes"),
+    ("too many boxes", ct.REID_ENSEMBLE,
+     {ct.IMAGE_BYTES: _BOX_IMG, ct.PERSON_BOXES: np.tile(np.array([[0, 0, 50, 50]], np.float32), (33, 1))},
+     "1 to 32 boxes"),
+    ("threat raw with wrong class count", ct.THREAT_POSTPROCESS,
+     {ct.RAW_OUTPUT: np.zeros((1, 6, ct.NUM_ANCHORS_640), np.float32), ct.LETTERBOX_INFO: _info()}, "class channels"),
+    ("letterbox info with zero gain", ct.POSE_POSTPROCESS,
+     {ct.RAW_OUTPUT: _GOOD_RAW, ct.LETTERBOX_INFO: np.array([[480, 640, 0, 0, 80]], np.float32)}, "gain"),
+    ("non-finite raw output", ct.POSE_POSTPROCESS,
+     {ct.RAW_OUTPUT: np.full_like(_GOOD_RAW, np.inf), ct.LETTERBOX_INFO: _info()}, "non-finite"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "model", "inputs", "message"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_model_returns_invalid_arg_when_request_is_bad(clients, case, model, inputs, message):
+    from tritonclient.utils import InferenceServerException
+
+    proto = clients["http"]
+    try:
+        bad = _submit(clients, model, inputs)
+    except InferenceServerException as err:  # refused while building the request
+        bad, refused = None, err
+    good = _submit(clients, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["zidane.jpg"])})
+    with pytest.raises(InferenceServerException) as info:
+        if bad is None:
+            raise refused
+        bad.get_result(timeout=60)
+    assert _outputs(ct.POSE_ENSEMBLE, good.get_result(timeout=60))[ct.NUM_DETECTIONS].shape == (1, 1)
+    assert message in str(info.value), str(info.value)
+    assert info.value.status() == "400", info.value.status()
+    assert proto[1].is_server_ready()
+
+
+def test_model_returns_invalid_argument_over_grpc_when_image_is_corrupt(clients):
+    from tritonclient.utils import InferenceServerException
+
+    with pytest.raises(InferenceServerException) as info:
+        _infer(clients["grpc"], ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(b"garbage")})
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert "unknown image format" in str(info.value)
+
+
+def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients):
+    """Many concurrent pose requests, one corrupt: exactly that one fails."""
+    from tritonclient.utils import InferenceServerException
+
+    payloads = [PHOTOS["bus.jpg"]] * 5 + [b"\xff\xd8\xff\xe0garbage"] + [PHOTOS["zidane.jpg"]] * 2
+    futures = [_submit(clients, ct.PREPROCESS, {ct.IMAGE_BYTES: _image(p)}) for p in payloads]
+    outcomes = []
+    for f in futures:
+        try:
+            f.get_result(timeout=60)
+            outcomes.append("ok")
+        except InferenceServerException:
+            outcomes.append("error")
+    assert outcomes == ["ok"] * 5 + ["error"] + ["ok"] * 2
+
+
+# --------------------------------------------------------------------------------------------- batching
+
+
+def _stats(client, model: str) -> tuple[int, int]:
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return int(stats["inference_count"]), int(stats["execution_count"])
+
+
+def test_dynamic_batching_groups_requests_when_they_arrive_together(clients):
+    _, client = clients["http"]
+    inf0, exe0 = _stats(client, ct.POSE_MODEL)
+    boxed = np.zeros((1, 640, 640, 3), np.uint8)
+    for future in [_submit(clients, ct.POSE_MODEL, {ct.IMAGES: boxed}) for _ in range(16)]:
+        future.get_result(timeout=60)
+    inf1, exe1 = _stats(client, ct.POSE_MODEL)
+    assert inf1 - inf0 == 16
+    assert exe1 - exe0 < inf1 - inf0, (inf1 - inf0, exe1 - exe0)
+
+
+# --------------------------------------------------------------------------------------------- log (last)
+
+
+def test_server_log_has_no_python_exception_after_the_run(server):
+    text = Path(server.log_path).read_text(encoding="utf-8", errors="replace")
+    for marker in ("Traceback", "Failed to process the request", "TritonModelException", "AttributeError"):
+        assert marker not in text, server.log_tail()
