@@ -218,10 +218,10 @@ def _grouped(
         if not isinstance(item, InvalidInputError):
             flat.extend((r, i, float(item[2][i]), float(item[3][i])) for i in range(item[0].shape[0]))
     per_image: dict[tuple[int, int], Outputs | InvalidInputError] = {}
-    groups: dict[tuple[float, float], list[tuple[int, int]]] = {}
+    groups: dict[tuple[float, float, tuple[int, ...]], list[tuple[int, int]]] = {}
     for r, i, conf, iou in flat:
-        groups.setdefault((conf, iou), []).append((r, i))
-    for (conf, iou), members in groups.items():
+        groups.setdefault((conf, iou, checked[r][0].shape[1:]), []).append((r, i))
+    for (conf, iou, _), members in groups.items():
         raw = np.stack([checked[r][0][i] for r, i in members])
         info = np.stack([checked[r][1][i] for r, i in members])
         try:

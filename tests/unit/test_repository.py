@@ -1,0 +1,361 @@
+"""Repository builder: configs from the contract for every target, manifest, fallback, paths, committed copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from google.protobuf import text_format
+from onnx import TensorProto, helper
+from tritonclient.grpc import model_config_pb2 as mc
+
+from enrichment_export import repository as rb
+from enrichment_light import contract as ct
+from enrichment_light.errors import InvalidModelPathError
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ["gun", "knife", "bat", "person"]
+
+
+def _fake_onnx(path: Path, model: str, names: list[str] | None = None) -> Path:
+    """A tiny ONNX with the contract's tensor names, output dims and Ultralytics-style metadata."""
+    spec = ct.model_spec(model)
+    inp, out = spec.inputs[0], spec.outputs[0]
+    if model == ct.POSE_MODEL:
+        out_dims = [ct.POSE_RAW_CHANNELS, ct.NUM_ANCHORS_640]
+    elif model == ct.THREAT_MODEL:
+        out_dims = [4 + len(names or NAMES), ct.NUM_ANCHORS_640]
+    else:
+        out_dims = [ct.EMBEDDING_DIMENSION]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["c"], [out.name])],
+        model,
+        [helper.make_tensor_value_info(inp.name, TensorProto.UINT8, ["batch", *inp.shape])],
+        [helper.make_tensor_value_info(out.name, TensorProto.FLOAT, ["batch", *out_dims])],
+        initializer=[helper.make_tensor("c", TensorProto.FLOAT, [1], [0.0])],
+    )
+    proto = helper.make_model(graph)
+    if model == ct.THREAT_MODEL:
+        helper.set_model_props(proto, {"names": json.dumps({str(i): n for i, n in enumerate(names or NAMES)})})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(proto, str(path))
+    return path
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    art = tmp_path / "artifacts"
+    for name in ct.INFERENCE_MODELS:
+        _fake_onnx(art / f"{name}.onnx", name)
+    return art
+
+
+def _build(tmp_path: Path, artifacts: Path, target: str, **kw) -> rb.BuildResult:
+    return rb.build_repository(tmp_path / f"repo-{target}", target=target, artifacts=artifacts,
+                               allowed_roots=[tmp_path], **kw)  # fmt: skip
+
+
+def _parse(path: Path) -> mc.ModelConfig:
+    return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
+
+
+def _write_plan(plans: Path, model: str, onnx_path: Path, sm: str = "86", sha: str | None = None) -> None:
+    folder = plans / model
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"model.sm{sm}.plan").write_bytes(b"plan")
+    sidecar = {"onnx_sha256": sha or rb._sha256(onnx_path), "compute_capability": f"{sm[0]}.{sm[1]}"}
+    (folder / f"model.sm{sm}.plan.json").write_text(json.dumps(sidecar))
+
+
+# --------------------------------------------------------------------------------------------- contract
+
+
+@pytest.mark.parametrize("target", rb.TARGETS)
+def test_build_repository_configs_agree_with_contract_when_built_for_target(tmp_path, artifacts, target):
+    result = _build(tmp_path, artifacts, target)
+    for name in ct.ALL_MODELS:
+        spec = ct.model_spec(name)
+        cfg = _parse(result.out_dir / name / "config.pbtxt")
+        assert cfg.name == name
+        assert cfg.max_batch_size == spec.max_batch_size
+        assert [i.name for i in cfg.input] == [t.name for t in spec.inputs]
+        assert [o.name for o in cfg.output] == [t.name for t in spec.outputs]
+        for got, want in zip(list(cfg.input) + list(cfg.output), spec.inputs + spec.outputs, strict=True):
+            assert mc.DataType.Name(got.data_type) == want.config_dtype, (name, got.name)
+            dims = list(got.dims)
+            assert len(dims) == len(want.shape)
+            assert all(w in (-1, g) for g, w in zip(dims, want.shape, strict=True)), (name, got.name, dims)
+        for inp, tensor in zip(cfg.input, spec.inputs, strict=True):
+            assert inp.optional == tensor.optional
+        if spec.kind == "ensemble":
+            assert cfg.platform == "ensemble"
+            assert (result.out_dir / name / "1").is_dir()
+        else:
+            assert cfg.instance_group[0].count >= 1
+        if spec.max_batch_size > 0 and spec.kind != "ensemble":
+            assert cfg.HasField("dynamic_batching"), name
+        if spec.kind == "inference":
+            assert cfg.model_warmup, name
+
+
+def test_build_repository_uses_native_backends_when_target_is_onnx(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "onnx")
+    for name in ct.INFERENCE_MODELS:
+        cfg = _parse(result.out_dir / name / "config.pbtxt")
+        assert cfg.platform == "onnxruntime_onnx"
+        assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
+        assert (result.out_dir / name / "1" / "model.onnx").is_file()
+        assert not (result.out_dir / name / "1" / "model.py").exists()
+    pose = _parse(result.out_dir / ct.POSE_MODEL / "config.pbtxt")
+    assert list(pose.output[0].dims) == [ct.POSE_RAW_CHANNELS, ct.NUM_ANCHORS_640]  # exact, as the backend checks
+    gpu_profile = json.loads((ROOT / "deploy" / "gpu-profile.json").read_text())
+    assert list(pose.dynamic_batching.preferred_batch_size) == gpu_profile[ct.POSE_MODEL]["preferred_batch_sizes"]
+
+
+def test_build_repository_runs_onnx_in_python_backend_when_target_is_cpu(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu", options=rb.BuildOptions(ort_intra_op_threads=1))
+    cfg = _parse(result.out_dir / ct.POSE_MODEL / "config.pbtxt")
+    assert cfg.backend == "python"
+    assert cfg.parameters["intra_op_threads"].string_value == "1"
+    assert cfg.parameters["onnx_file"].string_value == "model.onnx"
+    for name in ct.INFERENCE_MODELS:
+        assert (result.out_dir / name / "1" / "model.py").read_bytes() == (
+            ROOT / "model_repository" / ct.POSE_MODEL / "1" / "model.py"
+        ).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------- parameters
+
+
+def test_build_repository_writes_class_names_from_onnx_metadata_when_none_are_given(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    for name, key in ((ct.THREAT_POSTPROCESS, "class_names"), (ct.ENRICH, "threat_class_names")):
+        cfg = _parse(result.out_dir / name / "config.pbtxt")
+        assert json.loads(cfg.parameters[key].string_value) == NAMES
+    assert result.manifest["threat_class_names"] == NAMES
+
+
+def test_build_repository_rejects_class_names_when_count_differs_from_onnx(tmp_path, artifacts):
+    with pytest.raises(ValueError, match="4 classes but 2 class names"):
+        _build(tmp_path, artifacts, "cpu", options=rb.BuildOptions(class_names=("gun", "knife")))
+
+
+def test_build_repository_writes_thresholds_and_rules_when_options_override_them(tmp_path, artifacts):
+    options = rb.BuildOptions(pose_conf=0.3, threat_conf=0.6, iou=0.5, pose_rules={"running_ratio": 0.4})
+    result = _build(tmp_path, artifacts, "cpu", options=options)
+    pose = _parse(result.out_dir / ct.POSE_POSTPROCESS / "config.pbtxt").parameters
+    assert pose["conf_threshold"].string_value == "0.3"
+    assert pose["iou_threshold"].string_value == "0.5"
+    assert pose["rule_running_ratio"].string_value == "0.4"
+    threat = _parse(result.out_dir / ct.THREAT_POSTPROCESS / "config.pbtxt").parameters
+    assert threat["conf_threshold"].string_value == "0.6"
+    enrich = _parse(result.out_dir / ct.ENRICH / "config.pbtxt").parameters
+    assert enrich["pose_conf_threshold"].string_value == "0.3"
+    assert enrich["threat_conf_threshold"].string_value == "0.6"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pose_conf": 1.5}, "pose_conf"),
+        ({"iou": -0.1}, "iou"),
+        ({"class_names": ()}, "class_names"),
+        ({"pose_rules": {"no_such_rule": 1.0}}, "no_such_rule"),
+        ({"max_pixels": 0}, "max_pixels"),
+    ],
+)
+def test_build_options_raise_value_error_when_value_is_invalid(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        rb.BuildOptions(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------- manifest, fallback
+
+
+def test_manifest_records_target_backends_and_hashes_when_repository_is_built(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "onnx")
+    manifest = rb.read_manifest(result.out_dir)
+    assert manifest == result.manifest
+    assert manifest["target"] == "onnx"
+    assert manifest["schema_version"] == rb.MANIFEST_SCHEMA_VERSION
+    assert set(manifest["models"]) == set(ct.ALL_MODELS)
+    for name in ct.INFERENCE_MODELS:
+        entry = manifest["models"][name]
+        assert entry["backend"] == "onnxruntime"
+        assert entry["triton_backend"] == "onnxruntime_onnx"
+        assert entry["source"]["sha256"] == rb._sha256(artifacts / f"{name}.onnx")
+    assert manifest["models"][ct.POSE_ENSEMBLE]["backend"] == "ensemble"
+    assert manifest["models"][ct.PREPROCESS]["backend"] == "python"
+    assert "onnxruntime" in manifest["versions"]
+
+
+def test_tensorrt_target_falls_back_to_onnxruntime_when_no_plan_exists(tmp_path, artifacts, caplog):
+    result = _build(tmp_path, artifacts, "tensorrt", plans=tmp_path / "plans")
+    for name in (ct.POSE_MODEL, ct.THREAT_MODEL):
+        entry = result.manifest["models"][name]
+        assert entry["backend"] == "onnxruntime"
+        assert entry["fallback"]["from"] == "tensorrt"
+        assert _parse(result.out_dir / name / "config.pbtxt").platform == "onnxruntime_onnx"
+    assert "falling back to onnxruntime_onnx" in caplog.text
+    assert result.manifest["models"][ct.REID_MODEL]["backend"] == "onnxruntime"
+
+
+def test_tensorrt_target_uses_cc_model_filenames_when_plan_matches_onnx(tmp_path, artifacts):
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx", "86")
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx", "89")
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
+    cfg = _parse(result.out_dir / ct.POSE_MODEL / "config.pbtxt")
+    assert cfg.platform == "tensorrt_plan"
+    assert dict(cfg.cc_model_filenames) == {"8.6": "model.sm86.plan", "8.9": "model.sm89.plan"}
+    assert cfg.optimization.cuda.graphs  # gpu-profile.json asks for CUDA graphs
+    assert (result.out_dir / ct.POSE_MODEL / "1" / "model.sm86.plan").is_file()
+    assert result.manifest["models"][ct.POSE_MODEL]["backend"] == "tensorrt"
+    assert result.manifest["models"][ct.THREAT_MODEL]["backend"] == "onnxruntime"  # no plan for it
+
+
+def test_tensorrt_target_falls_back_when_plan_sidecar_names_another_onnx(tmp_path, artifacts):
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.THREAT_MODEL, artifacts / f"{ct.THREAT_MODEL}.onnx", sha="0" * 64)
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
+    entry = result.manifest["models"][ct.THREAT_MODEL]
+    assert entry["backend"] == "onnxruntime"
+    assert "stale" in entry["fallback"]["reason"]
+
+
+def test_osnet_gets_tensorrt_accelerator_when_option_is_set(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "tensorrt", options=rb.BuildOptions(osnet_tensorrt_accelerator=True))
+    cfg = _parse(result.out_dir / ct.REID_MODEL / "config.pbtxt")
+    (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
+    assert acc.name == "tensorrt"
+    assert acc.parameters["precision_mode"] == "FP16"
+
+
+def test_load_gpu_profile_raises_value_error_when_batch_size_exceeds_max(tmp_path):
+    bad = tmp_path / "profile.json"
+    bad.write_text(json.dumps({ct.POSE_MODEL: {"preferred_batch_sizes": [64]}}))
+    with pytest.raises(ValueError, match="max_batch_size=8"):
+        rb.load_gpu_profile(bad)
+
+
+def test_load_gpu_profile_returns_defaults_when_file_is_missing(tmp_path):
+    assert rb.load_gpu_profile(tmp_path / "absent.json") == rb.GPU_DEFAULT_TUNING
+
+
+# --------------------------------------------------------------------------------------------- paths, inputs
+
+
+def test_build_repository_raises_invalid_model_path_when_output_is_outside_allowed_roots(tmp_path, artifacts):
+    with pytest.raises(InvalidModelPathError, match="outside"):
+        rb.build_repository(tmp_path.parent / "elsewhere", artifacts=artifacts, allowed_roots=[tmp_path])
+
+
+def test_build_repository_raises_invalid_model_path_when_onnx_path_has_traversal(tmp_path, artifacts):
+    with pytest.raises(InvalidModelPathError, match=r"\.\."):
+        rb.build_repository(
+            tmp_path / "repo",
+            onnx={ct.POSE_MODEL: f"{artifacts}/../artifacts/{ct.POSE_MODEL}.onnx"},
+            artifacts=artifacts,
+            allowed_roots=[tmp_path],
+        )
+
+
+def test_build_repository_validates_every_user_path_when_building(tmp_path, artifacts, monkeypatch):
+    import enrichment_light.paths as paths
+
+    seen: list[str] = []
+    real = paths.validate_model_path
+
+    def spy(path, **kw):
+        seen.append(str(path))
+        return real(path, **kw)
+
+    monkeypatch.setattr(paths, "validate_model_path", spy)
+    _build(tmp_path, artifacts, "tensorrt", plans=tmp_path / "plans")
+    assert str(tmp_path / "repo-tensorrt") in seen
+    assert str(artifacts) in seen
+    assert str(tmp_path / "plans") in seen
+
+
+def test_build_repository_raises_file_not_found_when_onnx_is_missing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no ONNX file for yolov8n_pose"):
+        rb.build_repository(tmp_path / "repo", artifacts=tmp_path / "empty", allowed_roots=[tmp_path])
+
+
+def test_build_repository_raises_value_error_when_target_is_unknown(tmp_path):
+    with pytest.raises(ValueError, match="target must be one of"):
+        rb.build_repository(tmp_path / "repo", target="gpu", allowed_roots=[tmp_path])
+
+
+def test_build_repository_removes_other_target_files_when_rebuilt(tmp_path, artifacts):
+    out = tmp_path / "repo"
+    rb.build_repository(out, target="cpu", artifacts=artifacts, allowed_roots=[tmp_path])
+    assert (out / ct.POSE_MODEL / "1" / "model.py").is_file()
+    rb.build_repository(out, target="onnx", artifacts=artifacts, allowed_roots=[tmp_path])
+    assert not (out / ct.POSE_MODEL / "1" / "model.py").exists()
+
+
+# --------------------------------------------------------------------------------------------- one source of truth
+
+
+def test_committed_configs_equal_generated_configs_when_built_with_defaults():
+    assert rb.sync_source_repository(ROOT / "model_repository", check=True) == []
+
+
+def test_committed_repository_equals_builder_output_for_python_models_and_ensembles(tmp_path, artifacts):
+    """The builder copies model.py from model_repository/, and its cpu configs (COCO defaults) match."""
+    for name in ct.ALL_MODELS:
+        assert (ROOT / "model_repository" / name / "config.pbtxt").is_file(), name
+        if ct.model_spec(name).kind != "ensemble":
+            assert rb.python_model_source(name).is_file(), name
+    onnx_paths = {n: _fake_onnx(tmp_path / "coco" / f"{n}.onnx", n, list(rb.COCO_NAMES)) for n in ct.INFERENCE_MODELS}
+    result = rb.build_repository(tmp_path / "repo", target="cpu", onnx=onnx_paths, allowed_roots=[tmp_path])
+    for name in ct.ALL_MODELS:
+        committed = ROOT / "model_repository" / name
+        assert (result.out_dir / name / "config.pbtxt").read_text() == (committed / "config.pbtxt").read_text(), name
+        if (committed / "1" / "model.py").is_file():
+            assert (result.out_dir / name / "1" / "model.py").read_bytes() == (
+                committed / "1" / "model.py"
+            ).read_bytes()
+
+
+def test_onnxruntime_adapters_are_identical_when_committed():
+    sources = {(ROOT / "model_repository" / n / "1" / "model.py").read_bytes() for n in ct.INFERENCE_MODELS}
+    assert len(sources) == 1
+
+
+def test_ensemble_steps_chain_outputs_to_inputs_when_read_from_config():
+    for name, steps in rb.ENSEMBLE_STEPS.items():
+        produced = {t.name for t in ct.model_spec(name).inputs}
+        for model, inputs, outputs in steps:
+            spec = ct.model_spec(model)
+            assert set(inputs) == {t.name for t in spec.inputs}, (name, model)
+            assert set(inputs.values()) <= produced, (name, model)
+            assert set(outputs) <= {t.name for t in spec.outputs}
+            produced |= set(outputs.values())
+        assert {t.name for t in ct.model_spec(name).outputs} <= produced
+
+
+def test_class_names_from_metadata_reads_json_and_python_dict_text():
+    assert rb.class_names_from_metadata({"names": '{"0": "gun", "1": "knife"}'}) == ("gun", "knife")
+    assert rb.class_names_from_metadata({"names": "{0: 'gun', 1: 'knife'}"}) == ("gun", "knife")
+    assert rb.class_names_from_metadata({}) is None
+    with pytest.raises(ValueError, match=r"ids 0\.\.N-1"):
+        rb.class_names_from_metadata({"names": '{"1": "gun"}'})
+
+
+def test_cli_build_repository_writes_repository_when_run(tmp_path, artifacts, capsys):
+    from enrichment_export.cli import main
+
+    code = main(
+        ["build-repository", "--target", "onnx", "--out", str(tmp_path / "cli"), "--artifacts", str(artifacts),
+         "--allowed-root", str(tmp_path), "--class-names", ",".join(NAMES)]
+    )  # fmt: skip
+    assert code == 0
+    assert rb.read_manifest(tmp_path / "cli")["target"] == "onnx"
+    assert "manifest:" in capsys.readouterr().out
+    assert np.all([(tmp_path / "cli" / n / "config.pbtxt").is_file() for n in ct.ALL_MODELS])
