@@ -1,0 +1,66 @@
+"""Path (b): bare onnxruntime in process on the ONNX files the server serves, plus our processing core.
+
+Per image: ``decode_image`` -> ``letterbox`` (640x640, Ultralytics-exact) -> ``session.run`` on the
+uint8 NHWC tensor -> ``postprocess_pose`` / ``postprocess_detections`` + ``select_threats``. Re-id:
+``resize_crops`` (PIL-exact) -> ``session.run``. Session options equal the served models'
+(intra-op threads 2, inter-op 1, sequential, all graph optimisations), so (c) - (b) is Triton's cost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from enrichment_light import contract as ct
+from enrichment_light.processing.detection import postprocess_detections, postprocess_pose
+from enrichment_light.processing.image import decode_image, letterbox
+from enrichment_light.processing.reid import resize_crops
+from enrichment_light.processing.threat import ThreatTaxonomy, select_threats
+
+
+class OnnxRuntimePath:
+    """onnxruntime sessions + the processing core, in process."""
+
+    name = "b_onnxruntime"
+    label = "(b) bare onnxruntime"
+
+    def __init__(self, repository: Path, class_names: list[str], *, conf: float = 0.5, iou: float = 0.7,
+                 intra_op_threads: int = 2) -> None:  # fmt: skip
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = intra_op_threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.sessions = {
+            name: ort.InferenceSession(
+                str(repository / name / "1" / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+            for name in ct.INFERENCE_MODELS
+        }
+        self.mapping = ThreatTaxonomy.load().resolve(class_names)
+        self.conf, self.iou = conf, iou
+
+    def _run(self, model: str, batch: np.ndarray) -> np.ndarray:
+        session = self.sessions[model]
+        return session.run(None, {session.get_inputs()[0].name: batch})[0]
+
+    def _detect(self, model: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+        boxed, info = letterbox(decode_image(data))
+        return self._run(model, boxed[None]), info.to_array()[None]
+
+    def pose(self, data: bytes) -> int:
+        raw, info = self._detect(ct.POSE_MODEL, data)
+        return len(postprocess_pose(raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0])
+
+    def threat(self, data: bytes) -> int:
+        raw, info = self._detect(ct.THREAT_MODEL, data)
+        dets = postprocess_detections(raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
+        return len(select_threats(dets, self.mapping))
+
+    def reid(self, crops: list[np.ndarray]) -> int:
+        return int(self._run(ct.REID_MODEL, resize_crops(crops)).shape[0])
+
+    def close(self) -> None:
+        self.sessions.clear()

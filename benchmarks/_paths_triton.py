@@ -1,0 +1,37 @@
+"""Path (c): our Triton pipeline on the embedded server, through the client library.
+
+- ``grpc`` / ``http`` (``transport="bytes"``): the encoded image goes to the ``pose`` and ``threat``
+  ensembles (decode + letterbox + model + postprocess on the server); crops are resized on the
+  client and sent to ``osnet_x0_25``.
+- ``shm`` (gRPC control, ``transport="shm"``): the client decodes and letterboxes, passes the uint8
+  tensor through system shared memory straight to the inference model, and postprocesses locally
+  with the server's postprocessor parameters; crops go through shared memory too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from enrichment_light.client import EnrichmentClient
+
+
+class TritonPath:
+    """One client (protocol + transport) against the embedded server."""
+
+    def __init__(self, url: str, *, protocol: str, transport: str = "bytes", workers: int = 8) -> None:
+        self.name = f"c_triton_{protocol}" if transport == "bytes" else f"c_triton_{transport}"
+        self.label = f"(c) Triton {protocol.upper()}" if transport == "bytes" else "(c) Triton gRPC+shm"
+        self.client = EnrichmentClient(url, protocol=protocol, transport=transport, timeout_s=60.0,
+                                       retries=0, max_workers=workers)  # fmt: skip
+
+    def pose(self, data: bytes) -> int:
+        return len(self.client.estimate_poses(data))
+
+    def threat(self, data: bytes) -> int:
+        return len(self.client.detect_threats(data).threats)
+
+    def reid(self, crops: list[np.ndarray]) -> int:
+        return len(self.client.extract_embeddings_from_crops(crops))
+
+    def close(self) -> None:
+        self.client.close()
