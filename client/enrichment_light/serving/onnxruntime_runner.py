@@ -26,10 +26,11 @@ class OnnxRuntimeRunner:
         onnx_path: The ONNX file.
         intra_op_threads: onnxruntime intra-op threads (0: its default, one per core).
         inter_op_threads: onnxruntime inter-op threads.
+        allow_spinning: Let idle pool threads busy-wait (onnxruntime's default; off here).
     """
 
     def __init__(self, model_name: str, onnx_path: str | os.PathLike[str], *, intra_op_threads: int = 0,
-                 inter_op_threads: int = 1) -> None:  # fmt: skip
+                 inter_op_threads: int = 1, allow_spinning: bool = False) -> None:  # fmt: skip
         import onnxruntime as ort
 
         self.spec = ct.model_spec(model_name)
@@ -40,6 +41,10 @@ class OnnxRuntimeRunner:
         opts.inter_op_num_threads = int(inter_op_threads)
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # No busy-waiting after a run: on a 2-core host the spinning pool threads would steal the
+        # CPU from the next pipeline stage (another stub process) for several milliseconds.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
         self.session = ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input = self.spec.inputs[0]
         self.output = self.spec.outputs[0]
@@ -64,6 +69,7 @@ class OnnxRuntimeRunner:
             os.path.join(os.fspath(model_dir), filename),
             intra_op_threads=get_int(params, "intra_op_threads", 0, low=0),
             inter_op_threads=get_int(params, "inter_op_threads", 1, low=0),
+            allow_spinning=params.get("allow_spinning", "0").strip().lower() in ("1", "true", "yes"),
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
