@@ -40,7 +40,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
 fi
 # Every path the export CLI touches must lie under an allowed root (validate_model_path).
 roots=(--allowed-root "$onnx_dir" --allowed-root "$plan_cache" --allowed-root "$repository")
-plan_args=(--artifacts "$onnx_dir" --plans "$plan_cache" "${roots[@]}")
+plan_args=(--repository "$onnx_dir" --cache-dir "$plan_cache" "${roots[@]}")
 
 if [[ "${1:-}" == "--check-only" ]]; then
   exec enrichment-export plan --check-only "${plan_args[@]}"

@@ -32,6 +32,7 @@ LOGGER = logging.getLogger("enrichment_export")
 ParserBuilder = Callable[[Any], None]
 SUBCOMMANDS: dict[str, ParserBuilder] = {}
 # Modules that may contribute subcommands through ``add_<name>_parser(subparsers)`` functions.
+PLAN_CHECK_STALE_EXIT = 3  # `plan --check-only`: some plan is missing or stale
 PLUGINS: dict[str, str] = {"build-repository": "enrichment_export.repository:add_build_repository_parser"}
 _MODEL_FLAGS = {"pose": contract.POSE_MODEL, "threat": contract.THREAT_MODEL, "reid": contract.REID_MODEL}
 
@@ -148,11 +149,18 @@ def _add_plan_parser(subparsers: Any) -> None:
     p.add_argument("--max-batch", type=int, default=8)
     p.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace limit")
     p.add_argument("--timing-cache", help="timing cache file (default next to the plan)")
-    p.add_argument("--check-only", action="store_true", help="report what would be built and why; build nothing")
+    p.add_argument(
+        "--check-only",
+        action="store_true",
+        help=f"report what would be built and why; build nothing; exit {PLAN_CHECK_STALE_EXIT} if anything would be",
+    )
     p.add_argument("--force", action="store_true", help="rebuild even when the plan is up to date")
     p.add_argument("--gpu-cc", help="assume this compute capability (e.g. 8.6) instead of querying the GPU")
     p.add_argument("--trt-version", help="assume this TensorRT version instead of importing tensorrt")
     p.add_argument("--gpu-name", default="", help="GPU name recorded with --gpu-cc")
+    p.add_argument(
+        "--allowed-root", dest="allowed_roots", action="append", help="allowed root for every path (repeatable)"
+    )
     p.set_defaults(func=_run_plan)
 
 
@@ -176,7 +184,7 @@ def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = No
         raise SystemExit("--onnx and --plan need exactly one --model")
     profile = tp.BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
     device = device or _device_from_args(args)
-    failures = 0
+    failures = stale = 0
     for model_name in models:
         settings = tp.tensorrt_settings_from_env(model_name, environ)
         precision = "fp32" if args.fp32 else "fp16" if args.fp16 else settings.precision
@@ -191,6 +199,7 @@ def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = No
             profile=profile,
             workspace_bytes=args.workspace_mib << 20,
             timing_cache=args.timing_cache,
+            allowed_roots=args.allowed_roots,
         )
         try:
             outcome = tp.ensure_plan(request, device, force=args.force, check_only=args.check_only)
@@ -201,8 +210,11 @@ def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = No
         if outcome.action == "built":
             print(f"built {outcome.plan_path} ({outcome.decision.reason})")
         else:
+            stale += outcome.action == "would-build"
             print(outcome.decision.describe())
-    return 1 if failures else 0
+    if failures:
+        return 1
+    return PLAN_CHECK_STALE_EXIT if stale else 0
 
 
 register_subcommand("onnx", _add_onnx_parser)

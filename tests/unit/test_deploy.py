@@ -32,6 +32,7 @@ import numpy as np
 import pytest
 import yaml
 
+from enrichment_export import cli as export_cli
 from enrichment_light import contract
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -439,6 +440,8 @@ def _run_build_plans(tmp_path: Path, *args: str, plan_rc: int = 0, fallback: str
         check=False,
     )
     calls = log.read_text().splitlines() if log.exists() else []
+    for call in calls:  # the stub records; the real export CLI parser must accept every call
+        export_cli.build_parser().parse_args(shlex.split(call))
     return proc, calls
 
 
@@ -447,7 +450,7 @@ def test_build_plans_script_builds_plans_then_tensorrt_repository_when_plans_bui
     assert proc.returncode == 0, proc.stderr
     assert len(calls) == 2
     assert calls[0].startswith("plan ") and "--check-only" not in calls[0]
-    assert f"--plans {tmp_path / 'cache'}" in calls[0] and f"--artifacts {tmp_path / 'onnx'}" in calls[0]
+    assert f"--cache-dir {tmp_path / 'cache'}" in calls[0] and f"--repository {tmp_path / 'onnx'}" in calls[0]
     assert calls[1].startswith("build-repository --target tensorrt ")
     assert f"--out {tmp_path / 'models'}" in calls[1] and f"--gpu-profile {DEPLOY / 'gpu-profile.json'}" in calls[1]
     for call in calls:

@@ -282,7 +282,7 @@ def test_cli_plan_check_only_reports_each_model_without_gpu(tmp_path, capsys):
         ]
     )
     out = capsys.readouterr().out.strip().splitlines()
-    assert code == 0 and len(out) == 3
+    assert code == cli.PLAN_CHECK_STALE_EXIT and len(out) == 3
     assert all("would build: no plan yet" in line and "model.sm86.plan" in line for line in out)
 
 
