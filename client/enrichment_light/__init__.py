@@ -1,6 +1,7 @@
 """enrichment-light: person re-id, pose and threat detection served by NVIDIA Triton."""
 
 from enrichment_light.errors import (
+    AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
     InvalidImageError,
@@ -53,6 +54,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AccessDeniedError",
     "AsyncEnrichmentClient",
     "BackendInfo",
     "EnrichmentClient",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import re
 import socket
 import threading
@@ -28,6 +29,7 @@ import numpy as np
 
 from enrichment_light.contract import GRPC_PORT, HTTP_PORT
 from enrichment_light.errors import (
+    AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
     InvalidInputError,
@@ -61,6 +63,9 @@ _STATUS_CLASSES: dict[str, type[EnrichmentError]] = {
 }
 
 
+_RESTRICTED = re.compile(r"\b(API|protocol) is restricted", re.IGNORECASE)
+
+
 def translate_error(err: BaseException, *, url: str, model: str | None = None) -> EnrichmentError:
     """Return the package error for any error raised while talking to Triton.
 
@@ -79,6 +84,8 @@ def translate_error(err: BaseException, *, url: str, model: str | None = None) -
         return err
     where = f"{url}" + (f" model {model!r}" if model else "")
     status, text = _status_and_text(err)
+    if _RESTRICTED.search(text):
+        return AccessDeniedError(f"{where}: {text} (pass admin_key= or set ${ADMIN_KEY_ENV})")
     if status in (_GRPC_UNAVAILABLE, "502", "503"):
         if model and _MODEL_NOT_READY.search(text) and "connect" not in text.lower():
             return ModelNotReadyError(f"{where}: {text}")
@@ -129,6 +136,21 @@ class Endpoint:
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.url}"
+
+
+# Matches deploy/: --http-restricted-api=...:admin-key=KEY, --grpc-restricted-protocol=...:admin-key=KEY.
+# Triton reads the gRPC one from the metadata key "triton-grpc-protocol-<key>".
+ADMIN_KEY_HEADER = "admin-key"
+ADMIN_KEY_ENV = "ENRICHMENT_ADMIN_KEY"
+
+
+def admin_headers(admin_key: str | None, *, protocol: str) -> dict[str, str] | None:
+    """Headers for Triton's restricted APIs: ``admin_key``, else ``$ENRICHMENT_ADMIN_KEY``, else none."""
+    key = admin_key if admin_key is not None else os.environ.get(ADMIN_KEY_ENV)
+    if not key:
+        return None
+    name = f"triton-grpc-protocol-{ADMIN_KEY_HEADER}" if protocol == "grpc" else ADMIN_KEY_HEADER
+    return {name: key}
 
 
 def default_url(protocol: str) -> str:

@@ -41,7 +41,7 @@ from enrichment_light._core import (
     manifest_entry,
 )
 from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, translate_error
+from enrichment_light._transport import Endpoint, admin_headers, translate_error
 from enrichment_light.client import CLIENT_MODELS
 from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
 from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
@@ -64,6 +64,7 @@ class AsyncEnrichmentClient:
         transport: str = "bytes",
         array_format: str = "png",
         manifest: str | os.PathLike[str] | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self._core = ClientCore(
             url,
@@ -76,6 +77,7 @@ class AsyncEnrichmentClient:
             array_format=array_format,
             manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
         )
+        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
         self._clients: dict[str, Any] = {}
         self._register_lock: asyncio.Lock | None = None
 
@@ -111,7 +113,8 @@ class AsyncEnrichmentClient:
         if shm is not None:
             for url, name in list(shm.registered):
                 with contextlib.suppress(Exception):
-                    await self._raw_client(Endpoint(url, self.protocol)).unregister_system_shared_memory(name)
+                    raw = self._raw_client(Endpoint(url, self.protocol))
+                    await raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         self._core.closed = True
         clients, self._clients = list(self._clients.values()), {}
@@ -188,7 +191,9 @@ class AsyncEnrichmentClient:
             for t in request.inputs:
                 if t.region is None or (endpoint.url, t.region.name) in shm.registered:
                     continue
-                await client.register_system_shared_memory(t.region.name, t.region.key, t.region.byte_size)
+                await client.register_system_shared_memory(
+                    t.region.name, t.region.key, t.region.byte_size, headers=self._admin_headers
+                )
                 shm.registered.add((endpoint.url, t.region.name))
 
     def _as_json(self) -> dict[str, Any]:
@@ -331,7 +336,7 @@ class AsyncEnrichmentClient:
         """Load (or reload) `model` through the repository API (explicit model-control mode)."""
 
         async def run(c: Any, _e: Endpoint) -> Any:
-            return await c.load_model(model)
+            return await c.load_model(model, headers=self._admin_headers)
 
         await self._call(run, model=model)
         self._core.configs.pop(model, None)
@@ -340,7 +345,7 @@ class AsyncEnrichmentClient:
         """Unload `model` through the repository API (explicit model-control mode)."""
 
         async def run(c: Any, _e: Endpoint) -> Any:
-            return await c.unload_model(model, unload_dependents=unload_dependents)
+            return await c.unload_model(model, headers=self._admin_headers, unload_dependents=unload_dependents)
 
         await self._call(run, model=model)
         self._core.configs.pop(model, None)

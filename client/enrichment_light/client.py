@@ -37,7 +37,7 @@ from enrichment_light._core import (
     manifest_entry,
 )
 from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, translate_error
+from enrichment_light._transport import Endpoint, admin_headers, translate_error
 from enrichment_light.errors import (
     EnrichmentError,
     ModelNotReadyError,
@@ -74,6 +74,9 @@ class EnrichmentClient:
         max_workers: Threads used by the ``*_batch`` methods.
         manifest: Path of the repository's ``repository.json`` (or its folder) for
             :meth:`backend_info`; defaults to ``$ENRICHMENT_REPOSITORY``'s manifest when set.
+        admin_key: Key for Triton's restricted model-repository and shared-memory APIs (the
+            deployment's ``--*-restricted-api``), sent as the ``admin-key`` header on those calls
+            only; defaults to ``$ENRICHMENT_ADMIN_KEY``.
 
     Raises:
         ValueError: Bad option values.
@@ -92,6 +95,7 @@ class EnrichmentClient:
         array_format: str = "png",
         max_workers: int = 8,
         manifest: str | os.PathLike[str] | None = None,
+        admin_key: str | None = None,
     ) -> None:
         self._core = ClientCore(
             url,
@@ -104,6 +108,7 @@ class EnrichmentClient:
             array_format=array_format,
             manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
         )
+        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
         self._max_workers = max_workers
@@ -159,7 +164,7 @@ class EnrichmentClient:
                     contextlib.suppress(Exception),
                     contextlib.closing(self._new_raw_client(Endpoint(url, self.protocol))) as raw,
                 ):
-                    raw.unregister_system_shared_memory(name)
+                    raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         with self._lock:
             clients = list(self._grpc.values()) + self._http_all
@@ -247,7 +252,9 @@ class EnrichmentClient:
         for t in request.inputs:
             if t.region is None or (endpoint.url, t.region.name) in shm.registered:
                 continue
-            client.register_system_shared_memory(t.region.name, t.region.key, t.region.byte_size)
+            client.register_system_shared_memory(
+                t.region.name, t.region.key, t.region.byte_size, headers=self._admin_headers
+            )
             shm.registered.add((endpoint.url, t.region.name))
 
     def _config(self, model: str) -> dict[str, Any]:
@@ -463,19 +470,22 @@ class EnrichmentClient:
 
     def repository_index(self) -> list[dict[str, Any]]:
         """The server's model repository index: ``[{name, version, state, reason}, ...]``."""
-        index = self._call(lambda c, _e: c.get_model_repository_index(**self._as_json()))
+        index = self._call(lambda c, _e: c.get_model_repository_index(headers=self._admin_headers, **self._as_json()))
         if isinstance(index, dict):
             index = index.get("models", [])
         return [dict(m) for m in index]
 
     def load_model(self, model: str) -> None:
         """Load (or reload) `model` through the repository API (explicit model-control mode)."""
-        self._call(lambda c, _e: c.load_model(model), model=model)
+        self._call(lambda c, _e: c.load_model(model, headers=self._admin_headers), model=model)
         self._core.configs.pop(model, None)
 
     def unload_model(self, model: str, *, unload_dependents: bool = False) -> None:
         """Unload `model` through the repository API (explicit model-control mode)."""
-        self._call(lambda c, _e: c.unload_model(model, unload_dependents=unload_dependents), model=model)
+        self._call(
+            lambda c, _e: c.unload_model(model, headers=self._admin_headers, unload_dependents=unload_dependents),
+            model=model,
+        )
         self._core.configs.pop(model, None)
 
     def backend_info(self, models: Sequence[str] | None = None) -> dict[str, BackendInfo]:

@@ -41,6 +41,10 @@ class ModelNotReadyError(EnrichmentError):
     """The server is up but the model is not loaded or not ready."""
 
 
+class AccessDeniedError(EnrichmentError, PermissionError):
+    """A restricted Triton API (model repository, shared memory) refused a call without the admin key."""
+
+
 class InferenceTimeoutError(EnrichmentError, TimeoutError):
     """A request did not complete within its ``timeout_s``."""
 

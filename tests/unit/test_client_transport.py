@@ -10,10 +10,12 @@ from enrichment_light._transport import (
     RetryPolicy,
     RoundRobin,
     ShmPool,
+    admin_headers,
     parse_endpoints,
     translate_error,
 )
 from enrichment_light.errors import (
+    AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
     InvalidInputError,
@@ -126,3 +128,20 @@ def test_shm_pool_reuses_released_regions_and_destroys_them():
     assert len(pool.regions()) == 2
     pool.destroy_all()
     assert pool.regions() == []
+
+
+@pytest.mark.parametrize(("protocol", "header"), [("grpc", "triton-grpc-protocol-admin-key"), ("http", "admin-key")])
+def test_admin_headers_use_triton_header_name_when_protocol_given(protocol, header, monkeypatch):
+    monkeypatch.delenv("ENRICHMENT_ADMIN_KEY", raising=False)
+    assert admin_headers("k", protocol=protocol) == {header: "k"}
+    assert admin_headers(None, protocol=protocol) is None
+    monkeypatch.setenv("ENRICHMENT_ADMIN_KEY", "env-key")
+    assert admin_headers(None, protocol=protocol) == {header: "env-key"}
+
+
+def test_translate_error_maps_restricted_api_to_access_denied_when_key_missing():
+    from tritonclient.utils import InferenceServerException
+
+    err = InferenceServerException("This API is restricted, expecting header 'admin-key'", status="403")
+    mapped = translate_error(err, url="127.0.0.1:8000", model="pose")
+    assert isinstance(mapped, AccessDeniedError) and "expecting header 'admin-key'" in str(mapped)
