@@ -608,6 +608,11 @@ def build_repository(
     if unknown:
         raise ValueError(f"onnx: unknown inference models {unknown}; expected {list(ct.INFERENCE_MODELS)}")
     source = Path(source_repository)
+    if target != "cpu" and source.is_dir() and out.exists() and out.resolve() == source.resolve():
+        raise ValueError(
+            f"refusing to build the {target!r} target into the committed source repository {source}: it would "
+            "replace the committed cpu configs and model.py files; pass another --out"
+        )
 
     # Check every input before writing anything.
     sources: dict[str, Path | None] = {}

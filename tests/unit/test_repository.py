@@ -359,3 +359,12 @@ def test_cli_build_repository_writes_repository_when_run(tmp_path, artifacts, ca
     assert rb.read_manifest(tmp_path / "cli")["target"] == "onnx"
     assert "manifest:" in capsys.readouterr().out
     assert np.all([(tmp_path / "cli" / n / "config.pbtxt").is_file() for n in ct.ALL_MODELS])
+
+
+def test_build_repository_refuses_gpu_target_when_out_is_the_committed_source(tmp_path, artifacts):
+    source = tmp_path / "source"
+    source.mkdir()
+    with pytest.raises(ValueError, match="committed source repository"):
+        rb.build_repository(
+            source, target="onnx", artifacts=artifacts, source_repository=source, allowed_roots=[tmp_path]
+        )
