@@ -142,6 +142,12 @@ def draw_enrichment(
     return out
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def save_annotated(path: str | os.PathLike[str], image_rgb: np.ndarray, *, jpeg_quality: int = 95) -> Path:
     """Write an RGB image as JPEG (``.jpg``/``.jpeg``) or PNG (``.png``), chosen by extension.
 
@@ -174,6 +180,7 @@ def save_annotated(path: str | os.PathLike[str], image_rgb: np.ndarray, *, jpeg_
         raise EnrichmentError(f"OpenCV could not encode {str(target)!r} as {ext}")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp creates 0600; match a plain open()
         with os.fdopen(fd, "wb") as fh:
             fh.write(buf.tobytes())
         os.replace(tmp, target)

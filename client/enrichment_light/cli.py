@@ -107,6 +107,8 @@ def analyze(
     concurrency: int = 4,
     timeout_s: float = 120.0,
     progress: bool = True,
+    conf: float | None = None,
+    iou: float | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """Run ``enrich`` on every image; write JSON and annotated images.
 
@@ -124,7 +126,7 @@ def analyze(
 
     def one(index: int, path: Path, client: EnrichmentClient) -> dict[str, Any]:
         data = path.read_bytes()
-        result = client.enrich(data)
+        result = client.enrich(data, conf=conf, iou=iou)
         record: dict[str, Any] = {"path": str(path), "result": result.to_dict()}
         if annotate_dir is not None:
             from enrichment_light.annotate import draw_enrichment, save_annotated
@@ -188,6 +190,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         timeout_s=args.timeout,
         progress=not args.quiet,
+        conf=args.conf,
+        iou=args.iou,
     )
     for record in records:
         print(summary_line(record))
@@ -284,7 +288,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with server:
         print(f"Triton ready: gRPC {server.grpc_url}, HTTP {server.http_url}", flush=True)
         records, failures = analyze(
-            paths, url=server.grpc_url, protocol="grpc", json_out=out / "results.json", annotate_dir=out
+            paths,
+            url=server.grpc_url,
+            protocol="grpc",
+            json_out=out / "results.json",
+            annotate_dir=out,
+            conf=args.conf,
+            iou=args.iou,
         )
     for record in records:
         print(summary_line(record))
@@ -305,6 +315,11 @@ def _add_client_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds")
 
 
+def _add_threshold_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--conf", type=float, default=None, help="detection confidence override (default: server config)")
+    p.add_argument("--iou", type=float, default=None, help="NMS IoU override (default: server config)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``enrichment-light`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -320,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", type=Path, default=None, metavar="DIR", help="write annotated images here")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    _add_threshold_options(p)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("health", help="server liveness/readiness and each model's readiness and backend")
@@ -346,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse these photos (default: Ultralytics' bus.jpg and zidane.jpg), then stop",
     )
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder for --analyze (default out/)")
+    _add_threshold_options(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

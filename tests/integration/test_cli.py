@@ -48,6 +48,27 @@ def test_cli_analyze_over_http_reports_failures_with_exit_code_1(enrichment_serv
     assert "InvalidInputError" in record["error"]
 
 
+@pytest.mark.parametrize(("conf", "expect_persons"), [(None, False), ("0.001", True)])
+def test_cli_analyze_sends_conf_override_to_enrich_when_given(
+    enrichment_server, sample_paths, tmp_path, conf, expect_persons
+):
+    # Random-init detectors score about 0.5 everywhere: nothing passes the default, everything passes 0.001.
+    out_json = tmp_path / "r.json"
+    extra = [] if conf is None else ["--conf", conf]
+    argv = ["analyze", str(sample_paths[0]), "--url", enrichment_server.grpc_url, "--json", str(out_json), "-q"]
+    assert main([*argv, *extra]) == 0
+    (record,) = json.loads(out_json.read_text())
+    assert bool(record["result"]["persons"]) is expect_persons
+
+
+def test_cli_analyze_rejects_conf_out_of_range_with_a_clear_error(enrichment_server, sample_paths, tmp_path):
+    out_json = tmp_path / "r.json"
+    argv = ["analyze", str(sample_paths[0]), "--url", enrichment_server.grpc_url, "--json", str(out_json), "-q"]
+    assert main([*argv, "--conf", "1.5"]) == 1
+    (record,) = json.loads(out_json.read_text())
+    assert "InvalidInputError" in record["error"] and "must be in [0, 1], got 1.5" in record["error"]
+
+
 def test_cli_health_lists_every_model_with_its_backend(enrichment_server):
     proc = subprocess.run(
         [sys.executable, "-m", "enrichment_light.cli", "health", "--url", enrichment_server.grpc_url],

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import cv2
 import numpy as np
 import pytest
+
 from enrichment_light.annotate import (
     PERSON_COLOR,
     SEVERITY_COLORS,
@@ -197,3 +201,12 @@ def test_save_annotated_raises_when_directory_missing(tmp_path):
 def test_save_annotated_raises_when_extension_unknown(tmp_path, name):
     with pytest.raises(InvalidInputError, match="extension"):
         save_annotated(tmp_path / name, _image())
+
+
+def test_save_annotated_honours_umask_when_writing_atomically(tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = save_annotated(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644
