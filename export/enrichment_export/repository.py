@@ -548,9 +548,7 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def python_model_source(name: str, source_repository: Path = SOURCE_REPOSITORY) -> Path:
-    """The committed ``model.py`` of a Python-backend model (cpu inference models share one)."""
-    if name in ct.INFERENCE_MODELS:
-        name = ct.POSE_MODEL  # the three onnxruntime adapters are identical; one is the source
+    """The committed ``model.py`` of a Python-backend model (cpu inference models: a shared adapter)."""
     return source_repository / name / "1" / "model.py"
 
 

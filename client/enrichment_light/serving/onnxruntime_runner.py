@@ -7,8 +7,10 @@ one ``session.run`` (that is what dynamic batching buys) and the output is split
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -95,3 +97,28 @@ class OnnxRuntimeRunner:
             results.append({self.output.name: out[start : start + item.shape[0]]})
             start += item.shape[0]
         return results
+
+
+def python_model_class(pb: Any) -> type:
+    """The ``TritonPythonModel`` of every cpu-target inference model: an :class:`OnnxRuntimeRunner`.
+
+    The model name in the config selects the contract; the ONNX file and the onnxruntime threads
+    come from the config parameters. `pb` is ``triton_python_backend_utils`` (stub-only).
+    """
+    from enrichment_light.serving.params import parameters
+    from enrichment_light.serving.triton import input_array, to_responses
+
+    class TritonPythonModel:
+        def initialize(self, args: Mapping[str, str]) -> None:
+            config = json.loads(args["model_config"])
+            model_dir = os.path.join(args["model_repository"], args["model_version"])
+            try:
+                self.runner = OnnxRuntimeRunner.from_parameters(config["name"], model_dir, parameters(config))
+            except Exception as err:
+                raise pb.TritonModelException(f"{config['name']}: cannot load the ONNX model: {err}") from err
+
+        def execute(self, requests: Sequence[Any]) -> list[Any]:
+            inputs = [input_array(pb, r, self.runner.input.name) for r in requests]
+            return to_responses(pb, self.runner.run_requests(inputs))
+
+    return TritonPythonModel
