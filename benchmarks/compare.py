@@ -76,16 +76,17 @@ def _log(msg: str) -> None:
     print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def build(models: dict, work: Path) -> tuple[Path, list[str]]:
+def build(models: dict, work: Path, intra_op_threads: int = 2) -> tuple[Path, list[str]]:
     """Export the three checkpoints to ONNX and build the cpu repository from them."""
     from enrichment_export.onnx_export import export_onnx
-    from enrichment_export.repository import build_repository
+    from enrichment_export.repository import BuildOptions, build_repository
 
     art = work / "artifacts"
     art.mkdir(parents=True, exist_ok=True)
     for name in ct.INFERENCE_MODELS:
         export_onnx(name, models[name], art / f"{name}.onnx")
-    result = build_repository(work / "repository", target="cpu", artifacts=art, allowed_roots=[work])
+    options = BuildOptions(ort_intra_op_threads=intra_op_threads)
+    result = build_repository(work / "repository", target="cpu", artifacts=art, options=options, allowed_roots=[work])
     return result.out_dir, list(result.manifest["threat_class_names"])
 
 
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threat-weights", help="Ultralytics detect checkpoint (.pt); default: random init")
     p.add_argument("--reid-weights", help="OSNet-x0.25 checkpoint (torchreid/BoxMOT); default: random init")
     p.add_argument("--conf", type=float, default=0.5, help="confidence threshold of every path (server default)")
+    p.add_argument("--intra-op-threads", type=int, default=2, help="onnxruntime intra-op threads of (b) and (c)")
     p.add_argument("--workdir", help="where ONNX files and the repository are built (default: a temp dir)")
     p.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
     p.add_argument("--name", default="compare", help="results file stem")
@@ -126,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
     _log("loading checkpoints and exporting ONNX")
     models = load_models(weights)
-    repository, class_names = build(models, work)
+    repository, class_names = build(models, work, args.intra_op_threads)
     t_build = time.perf_counter() - t_start
     _log(f"repository built in {t_build:.1f} s; starting the embedded Triton server")
     server = EmbeddedServer(repository, startup_timeout_s=180, log_path=work / "tritonserver.log")
@@ -135,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = [
             SeedPath(models[ct.POSE_MODEL], models[ct.THREAT_MODEL], models[ct.REID_MODEL], conf=args.conf),
-            OnnxRuntimePath(repository, class_names, conf=args.conf),
+            OnnxRuntimePath(repository, class_names, conf=args.conf, intra_op_threads=args.intra_op_threads),
             TritonPath(server.grpc_url, protocol="grpc"),
             TritonPath(server.http_url, protocol="http"),
             TritonPath(server.grpc_url, protocol="grpc", transport="shm"),
@@ -202,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "conf": args.conf,
             "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
+            "onnxruntime_intra_op_threads": args.intra_op_threads,
             "photos": ["bus.jpg", "zidane.jpg"],
             "crop_batch": CROP_BATCH,
             "build_s": round(t_build, 1),
