@@ -44,7 +44,8 @@ def write_json(out: Path) -> None:
     image = {"data": [{ct.IMAGE_BYTES: {"b64": b64, "shape": [1]}}]}
     (out / "image.json").write_text(json.dumps(image) + "\n", encoding="utf-8")
     boxes = [20.0, 100.0, 120.0, 400.0, 200.0, 90.0, 300.0, 410.0]
-    reid = {"data": [{ct.IMAGE_BYTES: {"b64": b64, "shape": [1]}, ct.PERSON_BOXES: {"content": boxes, "shape": [2, 4]}}]}
+    item = {ct.IMAGE_BYTES: {"b64": b64, "shape": [1]}, ct.PERSON_BOXES: {"content": boxes, "shape": [2, 4]}}
+    reid = {"data": [item]}
     (out / "reid.json").write_text(json.dumps(reid) + "\n", encoding="utf-8")
 
 
