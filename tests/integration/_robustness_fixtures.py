@@ -7,6 +7,7 @@ servers from the same repository, because they kill processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import statistics
@@ -52,6 +53,26 @@ def stub_pids(server: EmbeddedServer) -> dict[int, str]:
         if argv and argv[0].decode(errors="replace").endswith(STUB) and len(argv) > 1:
             out[pid] = Path(argv[1].decode(errors="replace")).parent.parent.name
     return out
+
+
+def shm_regions(server: EmbeddedServer) -> set[str]:
+    """Names of the Python backend's shared-memory regions (the stubs' second argument)."""
+    out = set()
+    for pid in server.process_ids():
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        out.update(a.decode() for a in argv if a.startswith(b"triton_python_backend_shm_region_"))
+    return out
+
+
+def unlink_orphaned_regions(regions: set[str], server: EmbeddedServer | None = None) -> None:
+    """Remove regions left in /dev/shm by killed stubs (a SIGKILLed stub cannot unlink its own)."""
+    live = shm_regions(server) if server is not None and server.is_running() else set()
+    for name in regions - live:
+        with contextlib.suppress(OSError):
+            os.unlink(f"/dev/shm/{name}")
 
 
 def kill_stub(server: EmbeddedServer, model: str) -> int:

@@ -25,7 +25,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _robustness_fixtures import *  # noqa: F403
-from _robustness_fixtures import assert_all_ready, kill_stub, photos, stub_pids
+from _robustness_fixtures import (
+    assert_all_ready,
+    kill_stub,
+    photos,
+    shm_regions,
+    stub_pids,
+    unlink_orphaned_regions,
+)
 
 from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
@@ -105,6 +112,7 @@ def test_stub_kill_fails_fast_and_reload_recovers_when_stub_dies_under_load(faul
     server = faults.server
     victim_model = ct.POSE_POSTPROCESS
     before = stub_pids(server)
+    regions = shm_regions(server)
     results: dict[str, list[tuple[str, float, str]]] = {"pose": [], "threat": []}
     lock = threading.Lock()
     killed = threading.Event()
@@ -165,6 +173,7 @@ def test_stub_kill_fails_fast_and_reload_recovers_when_stub_dies_under_load(faul
     assert pid not in after and victim_model in after.values()
     new_stubs = {p: m for p, m in after.items() if p not in before}
     assert set(new_stubs.values()) == {victim_model}, f"only the victim's stub may be new: {new_stubs}"
+    unlink_orphaned_regions(regions, server)
     assert_all_ready(server)
 
 
@@ -178,11 +187,13 @@ def test_client_raises_unavailable_then_recovers_when_server_is_killed_and_resta
     try:
         for client in clients.values():
             assert client.detect_threats(BUS) is not None
+        regions = shm_regions(server)
         os.killpg(server.pid, signal.SIGKILL)  # the server and its stubs, as an OOM kill or a crash would
         deadline = time.monotonic() + 10
         while server.is_running() and time.monotonic() < deadline:
             time.sleep(0.05)
-        server.stop()  # reap and clean up shared memory left by the killed stubs
+        server.stop()  # reap the processes
+        unlink_orphaned_regions(regions)  # nobody is left to unlink the stubs' shared memory
         for protocol, client in clients.items():
             start = time.monotonic()
             with pytest.raises(ServerUnavailableError):
