@@ -170,7 +170,7 @@ def _check_rgb(image: np.ndarray, what: str) -> np.ndarray:
 
 
 def resize_crop(crop: np.ndarray) -> np.ndarray:
-    """Resize one RGB crop to 256x128 exactly as torchreid's PIL bilinear test transform does.
+    """Resize one RGB crop to 256x128 like torchreid's PIL bilinear test transform (within one grey level).
 
     Args:
         crop: uint8 ``(h, w, 3)``.
