@@ -25,6 +25,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+
 from enrichment_light.gallery import PersonGallery  # noqa: E402
 
 DIM = 512

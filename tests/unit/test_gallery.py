@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from enrichment_light.errors import EnrichmentError, InvalidInputError
 from enrichment_light.gallery import GALLERY_FORMAT_VERSION, GalleryFileError, GalleryMatch, PersonGallery
 
