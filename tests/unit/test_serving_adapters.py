@@ -248,3 +248,12 @@ def test_guard_returns_invalid_input_error_instead_of_raising():
 
     assert isinstance(guard(fail), InvalidInputError)
     assert guard(lambda: 3) == 3
+
+
+@pytest.mark.parametrize(("value", "arena"), [(None, True), ("1", True), ("0", False), ("false", False)])
+def test_onnxruntime_runner_sets_cpu_mem_arena_when_parameter_given(tmp_path, value, arena):
+    params = {"onnx_file": _tiny_osnet(tmp_path / "model.onnx").name}
+    if value is not None:
+        params["enable_cpu_mem_arena"] = value
+    runner = OnnxRuntimeRunner.from_parameters(ct.REID_MODEL, tmp_path, params)
+    assert runner.session.get_session_options().enable_cpu_mem_arena is arena
