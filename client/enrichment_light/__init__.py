@@ -9,6 +9,7 @@ from enrichment_light.errors import (
     InvalidModelPathError,
     ModelFileError,
     ModelNotReadyError,
+    ModelRestartingError,
     ServerStartError,
     ServerUnavailableError,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "Keypoint",
     "ModelFileError",
     "ModelNotReadyError",
+    "ModelRestartingError",
     "PersonReID",
     "PersonResult",
     "PoseClass",

@@ -3,8 +3,8 @@
 - :func:`translate_error` maps every tritonclient, gRPC, HTTP and socket error onto the package's
   hierarchy, keeping the server's own words.
 - :class:`Endpoints` parses URLs and hands out round-robin start positions for fail-over.
-- :class:`RetryPolicy` decides what to retry (``ServerUnavailableError`` only) and how long to
-  wait between rounds.
+- :class:`RetryPolicy` decides what to retry (``ServerUnavailableError`` and
+  ``ModelRestartingError``, nothing else) and how long to wait between rounds.
 - :class:`ShmPool` owns the system shared-memory regions of the ``shm`` transport.
 
 Thread safety of tritonclient (checked in its 2.51 source): the gRPC client is thread-safe except
@@ -34,6 +34,7 @@ from enrichment_light.errors import (
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotReadyError,
+    ModelRestartingError,
     ServerUnavailableError,
 )
 
@@ -46,6 +47,9 @@ _MODEL_NOT_READY = re.compile(
     r"failed to load|is not available",
     re.IGNORECASE,
 )
+# Triton 2.51 (INTERNAL, gRPC and HTTP alike) for a model whose Python-backend stub died; may come
+# wrapped as "in ensemble 'pose', Stub process 'pose_postprocess_0_0' is not healthy."
+_STUB_NOT_HEALTHY = re.compile(r"Stub process '[^']*' is not healthy", re.IGNORECASE)
 _GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"
 _STATUS_CLASSES: dict[str, type[EnrichmentError]] = {
     "StatusCode.DEADLINE_EXCEEDED": InferenceTimeoutError,
@@ -86,6 +90,8 @@ def translate_error(err: BaseException, *, url: str, model: str | None = None) -
     status, text = _status_and_text(err)
     if _RESTRICTED.search(text):
         return AccessDeniedError(f"{where}: {text} (pass admin_key= or set ${ADMIN_KEY_ENV})")
+    if _STUB_NOT_HEALTHY.search(text):
+        return ModelRestartingError(f"{where}: {text} (the model's stub process died; it is being reloaded)")
     if status in (_GRPC_UNAVAILABLE, "502", "503"):
         if model and _MODEL_NOT_READY.search(text) and "connect" not in text.lower():
             return ModelNotReadyError(f"{where}: {text}")
@@ -204,7 +210,11 @@ class RoundRobin:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry ``ServerUnavailableError`` only: every endpoint once per round, then back off.
+    """Retry on UNAVAILABLE and on a model whose stub is being restarted; nothing else.
+
+    Retried: :class:`ServerUnavailableError` and :class:`ModelRestartingError` (a dead Python-backend stub,
+    which the embedded server's watchdog reloads within seconds). Each round tries every endpoint once,
+    then the policy backs off.
 
     Attributes:
         retries: Extra rounds after the first (0 = no retry, but still fail over across URLs).
@@ -219,6 +229,11 @@ class RetryPolicy:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.backoff_s < 0:
             raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
+
+    @staticmethod
+    def retryable(error: EnrichmentError) -> bool:
+        """True for the errors a further round may cure."""
+        return isinstance(error, (ServerUnavailableError, ModelRestartingError))
 
     def delay_s(self, round_index: int) -> float:
         """Seconds to wait before round `round_index` (1-based for the first retry)."""

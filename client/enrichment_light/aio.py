@@ -156,7 +156,7 @@ class AsyncEnrichmentClient:
                     return await fn(self._raw_client(endpoint), endpoint)
                 except Exception as err:
                     mapped = translate_error(err, url=str(endpoint), model=model)
-                    if not isinstance(mapped, ServerUnavailableError):
+                    if not policy.retryable(mapped):
                         if mapped is err:
                             raise
                         raise mapped from err

@@ -274,8 +274,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     build_cpu_repository(
         repo, untrained=args.untrained, weights={k: v for k, v in weights.items() if v}, rebuild=args.rebuild
     )
+    # explicit mode with every model loaded at start: same models as "none", and it lets the stub
+    # watchdog reload a model whose Python-backend stub died (Triton 2.51 does not restart it)
     server = EmbeddedServer(
-        repo, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port
+        repo,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        model_control="explicit",
+        load_models=["*"],
+        restart_dead_stubs=not args.no_stub_watchdog,
     )
     if args.analyze is None:
         return serve_forever(server)
@@ -354,6 +363,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http-port", type=int, default=ct.HTTP_PORT)
     p.add_argument("--grpc-port", type=int, default=ct.GRPC_PORT)
     p.add_argument("--metrics-port", type=int, default=ct.METRICS_PORT)
+    p.add_argument(
+        "--no-stub-watchdog",
+        action="store_true",
+        help="do not reload a model whose Python-backend stub died (Triton 2.51 does not restart stubs)",
+    )
     p.add_argument(
         "--analyze",
         nargs="*",

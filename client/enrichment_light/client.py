@@ -61,8 +61,8 @@ class EnrichmentClient:
             (8000) port.
         protocol: ``"grpc"`` (default) or ``"http"``.
         timeout_s: Per-request deadline in seconds (gRPC deadline; HTTP socket timeout).
-        retries: Extra rounds over all servers after ``ServerUnavailableError``; nothing else is
-            retried.
+        retries: Extra rounds over all servers after ``ServerUnavailableError`` or
+            ``ModelRestartingError`` (a model whose stub is being restarted); nothing else is retried.
         backoff_s: Wait before the first retry round, doubled for each further round.
         version: Model version to request (default: the server's version policy).
         transport: ``"bytes"`` (default) sends encoded images to the server-side ensembles.
@@ -220,7 +220,7 @@ class EnrichmentClient:
                     return fn(self._raw_client(endpoint), endpoint)
                 except Exception as err:
                     mapped = translate_error(err, url=str(endpoint), model=model)
-                    if not isinstance(mapped, ServerUnavailableError):
+                    if not policy.retryable(mapped):
                         if mapped is err:
                             raise
                         raise mapped from err

@@ -41,6 +41,15 @@ class ModelNotReadyError(EnrichmentError):
     """The server is up but the model is not loaded or not ready."""
 
 
+class ModelRestartingError(ModelNotReadyError):
+    """The model's Python-backend stub process died and the model is being (or must be) reloaded.
+
+    Triton answers ``Stub process '<instance>' is not healthy.`` (INTERNAL) for every request to such a
+    model. The embedded server's stub watchdog reloads it within a few seconds; the clients retry this
+    error like ``ServerUnavailableError``. Without a watchdog, an operator must reload the model.
+    """
+
+
 class AccessDeniedError(EnrichmentError, PermissionError):
     """A restricted Triton API (model repository, shared memory) refused a call without the admin key."""
 

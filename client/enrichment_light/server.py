@@ -15,6 +15,11 @@ Python version, but not in the layout Triton expects. :func:`prepare_server_home
 until *its own* process answers ready, and stops it together with its Python-backend stub processes.
 :func:`serve_forever` is the CLI building block: print the URLs, block until SIGINT/SIGTERM, stop cleanly.
 
+Triton 2.51 does not restart a Python-backend stub that dies (killed, OOM, crash): the model stays "ready"
+and every request to it fails with ``Stub process '<instance>' is not healthy.``. In explicit model-control
+mode the server's *stub watchdog* (a daemon thread, :class:`StubWatchdog`) notices the dead stub in /proc
+and reloads that model through the repository API.
+
 This module imports only the standard library (no tritonclient, no pytriton import).
 """
 
@@ -29,6 +34,7 @@ import http.client
 import importlib.metadata
 import importlib.util
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,9 +46,10 @@ import sysconfig
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
@@ -51,6 +58,8 @@ from enrichment_light.errors import ServerStartError
 __all__ = [
     "EmbeddedServer",
     "ServerHome",
+    "StubProcess",
+    "StubWatchdog",
     "check_port_free",
     "find_free_port",
     "prepare_server_home",
@@ -70,6 +79,13 @@ _SHM_PREFIX = "triton_python_backend_shm_region_"
 _LOG_TAIL_LINES = 40
 _POLL_INTERVAL_S = 0.05
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # Triton's glog-style error lines: E1124 14:34:12.073145 ...
+_SHM_PREFIX_FLAG = "shm-region-prefix-name="
+DEFAULT_WATCHDOG_INTERVAL_S = 0.5
+_WATCHDOG_MAX_BACKOFF_S = 60.0
+_RESTART_PARAMETER = "enrichment_light_stub_restart"  # config parameter that makes a reload a real one
+_INSTANCE_SUFFIX = re.compile(r"_\d+_\d+")  # instance "<model>_<group>_<index>"
+
+logger = logging.getLogger("enrichment_light.server")
 
 
 # --------------------------------------------------------------------------------------------- server home
@@ -369,6 +385,227 @@ def _parent_death_signal_hook() -> object:
     return hook
 
 
+# ---------------------------------------------------------------------------------------------- stubs
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """One Python-backend stub process, as read from ``/proc/<pid>/cmdline``.
+
+    The stub's command line (Triton 2.51) is ``triton_python_backend_stub <repo>/<model>/<version>/model.py
+    <shm region> <shm sizes> <parent pid> <backend dir> <ipc size> <instance name> <kind> ...``.
+
+    Attributes:
+        pid: Process id.
+        model: Model name (its directory in the repository).
+        instance: Model instance name, ``<model>_<group>_<index>``, e.g. ``pose_postprocess_0_0``.
+        region: The stub's shared-memory region name (under ``/dev/shm``).
+    """
+
+    pid: int
+    model: str
+    instance: str
+    region: str
+
+
+def stub_process(pid: int) -> StubProcess | None:
+    """The :class:`StubProcess` of ``pid``, or None when it is not a model instance's stub.
+
+    The short-lived stub the Python backend starts to auto-complete a config is named after the model
+    alone (no ``_<group>_<index>``) and is not a model instance: it is skipped.
+    """
+    argv = _cmdline(pid)
+    if len(argv) < 3 or not argv[0].endswith(_STUB_NAME):
+        return None
+    model = Path(argv[1]).parent.parent.name
+    for arg in argv[2:]:
+        if arg.startswith(model) and _INSTANCE_SUFFIX.fullmatch(arg[len(model) :]):
+            return StubProcess(pid, model, arg, argv[2])
+    return None
+
+
+def _process_state(pid: int) -> str:
+    fields = _stat_fields(pid)
+    if fields is None:
+        return "exited"
+    return "is a zombie (killed or crashed, not yet reaped)" if fields[0] == "Z" else "is gone"
+
+
+@dataclass
+class _StubBook:
+    """The watchdog's bookkeeping, free of I/O: which model instances lost their stub.
+
+    A stub is *lost* when its pid is no longer live and no live stub serves the same instance name (a
+    reload replaces every stub of a model under the same instance names). Lost stubs stay on the book
+    until :meth:`forget` (after a restart, or when the model turns out to be unloading or unloaded).
+    """
+
+    stubs: dict[int, StubProcess] = field(default_factory=dict)
+
+    def observe(self, live: Iterable[StubProcess]) -> dict[str, list[StubProcess]]:
+        """Record the live stubs and return model -> its lost stubs."""
+        live_by_pid = {stub.pid: stub for stub in live}
+        served = {(stub.model, stub.instance) for stub in live_by_pid.values()}
+        lost: dict[str, list[StubProcess]] = {}
+        kept: dict[int, StubProcess] = {}
+        for pid, stub in self.stubs.items():
+            if pid not in live_by_pid and (stub.model, stub.instance) not in served:
+                lost.setdefault(stub.model, []).append(stub)
+                kept[pid] = stub
+        self.stubs = {**kept, **live_by_pid}
+        return lost
+
+    def forget(self, model: str, pids: Iterable[int]) -> None:
+        """Drop these lost stubs of ``model`` from the book."""
+        for pid in pids:
+            stub = self.stubs.get(pid)
+            if stub is not None and stub.model == model:
+                del self.stubs[pid]
+
+
+class StubWatchdog:
+    """Reload a model whose Python-backend stub died (Triton 2.51 does not restart it).
+
+    A daemon thread lists the server's stub processes every ``interval_s``. When a stub that was seen
+    alive has exited or turned zombie, and no new stub serves its instance, it checks twice (one interval
+    apart) and asks the repository index for the model's state: a model that is loading, unloading or
+    unloaded is someone else's business. A model still READY with a dead stub is reloaded **in place**:
+    its current config is loaded back as a config override with one extra parameter
+    (``enrichment_light_stub_restart``), so Triton treats it as changed, starts new stubs and swaps them
+    in while the old (dead) instance keeps answering ``... is not healthy`` (which clients retry); the
+    model and the ensembles that use it never become unavailable. Should that fail, it falls back to
+    ``unload`` then ``load``. Each restart is counted in :attr:`restarts` and logged as a WARNING (through
+    :mod:`logging` and in the server log). A failed reload is logged as an ERROR and retried with an
+    exponential backoff (capped at 60 s).
+
+    Created and owned by :class:`EmbeddedServer`; ``stop()`` stops it before the server.
+
+    Args:
+        server: The running server.
+        interval_s: Seconds between two looks at ``/proc``.
+        reload_timeout_s: Longest wait for one reload call.
+    """
+
+    def __init__(self, server: EmbeddedServer, *, interval_s: float, reload_timeout_s: float) -> None:
+        self._server = server
+        self.interval_s = float(interval_s)
+        self.reload_timeout_s = float(reload_timeout_s)
+        self.restarts: dict[str, int] = {}
+        self._book = _StubBook()
+        self._suspect: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._next_try: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Take the current stubs as the baseline and start the thread."""
+        self._book.observe(self._live_stubs())
+        self._thread = threading.Thread(target=self._run, name="enrichment-light-stub-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (a reload in progress is abandoned after ``timeout_s``)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout_s)
+
+    def is_alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _live_stubs(self) -> list[StubProcess]:
+        return [stub for pid in self._server.process_ids() if (stub := stub_process(pid)) is not None]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            if not self._server.is_running():
+                return
+            try:
+                self.check()
+            except Exception:  # never let one bad look end the watchdog
+                logger.exception("stub watchdog: unexpected error")
+
+    def check(self) -> list[str]:
+        """One look: find lost stubs and reload their models. Returns the models reloaded now."""
+        lost = self._book.observe(self._live_stubs())
+        self._suspect &= set(lost)
+        reloaded = []
+        for model, stubs in sorted(lost.items()):
+            if self._stop.is_set():
+                break
+            if model not in self._suspect:  # seen for the first time: confirm at the next look
+                self._suspect.add(model)
+                continue
+            if time.monotonic() < self._next_try.get(model, 0.0):
+                continue
+            state = self._server._model_state(model)
+            if state is None:  # the server does not answer (stopping?): look again later
+                continue
+            if state.startswith("ERROR"):
+                self._failed(model, state)
+                continue
+            if state != "READY":  # unloading, loading or unloaded on purpose
+                self._book.forget(model, [s.pid for s in stubs])
+                self._suspect.discard(model)
+                continue
+            if self._restart(model, stubs):
+                reloaded.append(model)
+        return reloaded
+
+    def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
+        what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
+        self._server._log_event(
+            logging.WARNING,
+            "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
+            model,
+            what,
+            model,
+        )
+        started = time.monotonic()
+        ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
+        if self._stop.is_set():
+            return False
+        if not ok:
+            self._failed(model, detail)
+            return False
+        self._failures.pop(model, None)
+        self._next_try.pop(model, None)
+        self._suspect.discard(model)
+        self._book.forget(model, [s.pid for s in stubs])
+        with self._lock:
+            self.restarts[model] = self.restarts.get(model, 0) + 1
+        self._server._unlink_regions({s.region for s in stubs})
+        self._server._log_event(
+            logging.WARNING,
+            "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
+            model,
+            time.monotonic() - started,
+            detail,
+            self.restarts[model],
+        )
+        return True
+
+    def _failed(self, model: str, detail: str) -> None:
+        failures = self._failures[model] = self._failures.get(model, 0) + 1
+        wait_s = min(_WATCHDOG_MAX_BACKOFF_S, max(self.interval_s, 1.0) * 2 ** (failures - 1))
+        self._next_try[model] = time.monotonic() + wait_s
+        self._server._log_event(
+            logging.ERROR,
+            "stub watchdog: reloading model %r failed (attempt %d): %s; next try in %.0f s",
+            model,
+            failures,
+            detail,
+            wait_s,
+        )
+
+    def counts(self) -> dict[str, int]:
+        """A copy of :attr:`restarts`."""
+        with self._lock:
+            return dict(self.restarts)
+
+
 # ---------------------------------------------------------------------------------------------- server
 
 
@@ -420,6 +657,10 @@ class EmbeddedServer:
         server_home: A home from :func:`prepare_server_home`; assembled on demand when omitted.
         env: Extra environment variables for the server and the Python models it runs.
         extra_args: More ``tritonserver`` flags, appended last (so they win), e.g. ``["--log-format=ISO8601"]``.
+        restart_dead_stubs: Run the stub watchdog (:class:`StubWatchdog`), which reloads a model whose
+            Python-backend stub died. ``None`` (default): on in ``explicit`` mode, off otherwise. ``True`` needs
+            ``model_control="explicit"``: Triton refuses repository loads in the other modes.
+        watchdog_interval_s: Seconds between the watchdog's looks at the stub processes.
     """
 
     def __init__(
@@ -445,6 +686,8 @@ class EmbeddedServer:
         server_home: ServerHome | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
+        restart_dead_stubs: bool | None = None,
+        watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
     ) -> None:
         repos = [model_repository] if isinstance(model_repository, str | Path) else list(model_repository)
         if not repos:
@@ -455,6 +698,13 @@ class EmbeddedServer:
                 raise ValueError(f"model_repository: expected an existing directory, got {str(repo)!r}")
         if model_control not in ("none", "poll", "explicit"):
             raise ValueError(f"model_control: expected 'none', 'poll' or 'explicit', got {model_control!r}")
+        if restart_dead_stubs and model_control != "explicit":
+            raise ValueError(
+                "restart_dead_stubs=True needs model_control='explicit' (the watchdog reloads models through the "
+                f"repository API, which Triton refuses in {model_control!r} mode)"
+            )
+        if watchdog_interval_s <= 0:
+            raise ValueError(f"watchdog_interval_s must be > 0, got {watchdog_interval_s}")
         if load_models and model_control != "explicit":
             raise ValueError(f"load_models needs model_control='explicit', got model_control={model_control!r}")
         for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
@@ -479,6 +729,12 @@ class EmbeddedServer:
         self.stop_timeout_s = float(stop_timeout_s)
         self.env = dict(env or {})
         self.extra_args = tuple(extra_args)
+        self.restart_dead_stubs = model_control == "explicit" if restart_dead_stubs is None else restart_dead_stubs
+        self.watchdog_interval_s = float(watchdog_interval_s)
+        self._watchdog: StubWatchdog | None = None
+        self._stub_restarts: dict[str, int] = {}
+        self._shm_prefix = ""
+        self._log_lock = threading.Lock()
         self._requested_ports = {"http": http_port or 0, "grpc": grpc_port or 0, "metrics": metrics_port or 0}
         self._ports = dict(self._requested_ports)
         self._server_home = server_home
@@ -531,6 +787,25 @@ class EmbeddedServer:
         return self._log_path
 
     @property
+    def stub_restarts(self) -> dict[str, int]:
+        """Model -> how many times the stub watchdog reloaded it since the last start (a copy)."""
+        watchdog = self._watchdog
+        return watchdog.counts() if watchdog is not None else dict(self._stub_restarts)
+
+    @property
+    def watchdog_running(self) -> bool:
+        """True while the stub watchdog's thread runs."""
+        return self._watchdog is not None and self._watchdog.is_alive()
+
+    @property
+    def shm_region_prefix(self) -> str:
+        """Prefix of this run's Python-backend shared-memory regions in ``/dev/shm``.
+
+        "" before the first start, or when ``extra_args`` set ``shm-region-prefix-name`` themselves.
+        """
+        return self._shm_prefix
+
+    @property
     def home(self) -> ServerHome:
         """The server home in use (assembled on first access)."""
         if self._server_home is None:
@@ -580,6 +855,8 @@ class EmbeddedServer:
         if self.model_control == "poll":
             args.append(f"--repository-poll-secs={max(1, round(self.repository_poll_s))}")
         args += [f"--load-model={name}" for name in self.load_models]
+        if self._shm_prefix:  # one prefix per run: stop() can find every region, even of killed stubs
+            args.append(f"--backend-config=python,{_SHM_PREFIX_FLAG}{self._shm_prefix}")
         args += list(self.extra_args)
         return args
 
@@ -625,7 +902,14 @@ class EmbeddedServer:
         if self._log_path is None:
             self._log_path = Path(tempfile.mkdtemp(prefix="enrichment-light-triton-")) / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
-        self.server_id = f"enrichment-light-{uuid.uuid4().hex[:12]}"
+        run_id = uuid.uuid4().hex[:12]
+        self.server_id = f"enrichment-light-{run_id}"
+        user_prefix = any(
+            arg.startswith("--backend-config=python,") and _SHM_PREFIX_FLAG in arg for arg in self.extra_args
+        )
+        # keeps Triton's own prefix in front, so tools that look for it still find these regions
+        self._shm_prefix = "" if user_prefix else f"{_SHM_PREFIX}{run_id}_"
+        self._stub_restarts = {}
         env = home.environment()
         env.update(self.env)
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
@@ -656,6 +940,11 @@ class EmbeddedServer:
             self.stop(timeout_s=min(self.stop_timeout_s, 5.0))
             raise
         self.startup_s = time.monotonic() - started
+        if self.restart_dead_stubs:
+            self._watchdog = StubWatchdog(
+                self, interval_s=self.watchdog_interval_s, reload_timeout_s=max(30.0, self.startup_timeout_s)
+            )
+            self._watchdog.start()
 
     def wait_until_ready(self, timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
         """Block until this server answers ready (e.g. after loading models in explicit mode).
@@ -704,15 +993,107 @@ class EmbeddedServer:
             time.sleep(_POLL_INTERVAL_S)
 
     def _http_get(self, path: str) -> tuple[int | None, bytes]:
-        conn = http.client.HTTPConnection(_connect_host(self.host), self.http_port, timeout=2.0)
+        return self._http("GET", path)
+
+    def _http(self, method: str, path: str, body: object = None, *, timeout_s: float = 2.0) -> tuple[int | None, bytes]:
+        conn = http.client.HTTPConnection(_connect_host(self.host), self.http_port, timeout=timeout_s)
         try:
-            conn.request("GET", path)
+            headers = self._admin_headers()
+            if body is None:
+                conn.request(method, path, headers=headers)
+            else:
+                headers["Content-Type"] = "application/json"
+                conn.request(method, path, body=json.dumps(body).encode(), headers=headers)
             response = conn.getresponse()
             return response.status, response.read()
         except (OSError, http.client.HTTPException):
             return None, b""
         finally:
             conn.close()
+
+    def _admin_headers(self) -> dict[str, str]:
+        """Headers for APIs that ``extra_args`` restrict (``--http-restricted-api=<apis>:<key>=<value>``)."""
+        headers = {}
+        for arg in self.extra_args:
+            if arg.startswith("--http-restricted-api="):
+                _, _, spec = arg.partition("=")
+                _, _, pair = spec.partition(":")
+                key, sep, value = pair.partition("=")
+                if sep and key:
+                    headers[key] = value
+        return headers
+
+    def _model_state(self, model: str) -> str | None:
+        """The model's state in the repository index (READY, LOADING, UNLOADING, UNAVAILABLE...).
+
+        None when the server does not answer; ``"ERROR: ..."`` when it refuses (e.g. a restricted API).
+        """
+        status, body = self._http("POST", "/v2/repository/index", {}, timeout_s=5.0)
+        if status is None:
+            return None
+        if status != 200:
+            return f"ERROR: repository index -> {status}: {_short(body)}"
+        try:
+            entries = json.loads(body)
+        except ValueError:
+            return None
+        states = {str(e.get("state")) for e in entries if isinstance(e, dict) and e.get("name") == model}
+        if "READY" in states:
+            return "READY"
+        return sorted(states)[0] if states else "UNAVAILABLE"
+
+    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
+        """Reload ``model`` so that Triton starts new stubs: in place first, else unload then load.
+
+        A load of a loaded, unchanged model does nothing, so the in-place reload sends the model's current
+        config back with one extra parameter; Triton then loads a new copy and swaps it in once ready.
+        """
+        quoted = urllib.parse.quote(model, safe="")
+        status, body = self._http("GET", f"/v2/models/{quoted}/config", timeout_s=5.0)
+        in_place = "no config"
+        if status == 200:
+            try:
+                config = json.loads(body)
+                config.setdefault("parameters", {})[_RESTART_PARAMETER] = {"string_value": str(generation)}
+            except (ValueError, AttributeError) as err:
+                in_place = f"config not readable: {err}"
+            else:
+                request = {"parameters": {"config": json.dumps(config)}}
+                status, body = self._http("POST", f"/v2/repository/models/{quoted}/load", request, timeout_s=timeout_s)
+                if status == 200:
+                    return True, "reloaded in place"
+                in_place = f"in-place load -> {status}: {_short(body)}"
+        if self._watchdog is not None and self._watchdog._stop.is_set():
+            return False, "stopping"
+        status, body = self._http("POST", f"/v2/repository/models/{quoted}/unload", {}, timeout_s=timeout_s)
+        if status != 200:
+            return False, f"{in_place}; unload -> {status}: {_short(body)}"
+        status, body = self._http("POST", f"/v2/repository/models/{quoted}/load", {}, timeout_s=timeout_s)
+        if status != 200:
+            return False, f"{in_place}; load -> {status}: {_short(body)}"
+        return True, f"unloaded and loaded ({in_place})"
+
+    def _log_event(self, level: int, message: str, *args: object) -> None:
+        """Log through :mod:`logging` and append a glog-style line to the server log."""
+        logger.log(level, message, *args)
+        text = message % args
+        now = time.time()
+        stamp = time.strftime("%m%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+        line = f"{logging.getLevelName(level)[0]}{stamp} {os.getpid()} enrichment_light.server] {text}\n"
+        with self._log_lock:
+            log_file = self._log_file
+            if log_file is not None:  # shares Triton's file offset: whole lines land after Triton's
+                with contextlib.suppress(OSError, ValueError):
+                    log_file.write(line.encode())
+                    log_file.flush()
+
+    def _unlink_regions(self, regions: Iterable[str]) -> None:
+        """Remove the shared-memory regions of dead stubs (a SIGKILLed stub cannot unlink its own)."""
+        live = {stub.region for pid in self.process_ids() if (stub := stub_process(pid)) is not None}
+        for region in set(regions) - live:
+            if region and "/" not in region:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/dev/shm/{region}")
 
     def _failure(self, what: str) -> str:
         tail = self.log_tail(_LOG_TAIL_LINES)
@@ -729,6 +1110,10 @@ class EmbeddedServer:
         Args:
             timeout_s: Wait after SIGTERM before SIGKILL; ``stop_timeout_s`` when omitted.
         """
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:  # first, so that it does not reload models while they shut down
+            watchdog.stop()
+            self._stub_restarts = watchdog.counts()
         process = self._process
         if process is None:
             return
@@ -751,12 +1136,16 @@ class EmbeddedServer:
         if _process_group_members(pgid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
+        if self._shm_prefix:  # this run's prefix also finds the regions of stubs killed from outside
+            with contextlib.suppress(OSError):
+                shm_regions.update(n for n in os.listdir("/dev/shm") if n.startswith(self._shm_prefix))
         for region in shm_regions:  # left behind only when a stub was killed
             with contextlib.suppress(OSError):
                 os.unlink(f"/dev/shm/{region}")
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
+        with self._log_lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
         _LIVE_SERVERS.discard(self)
 
     # ------------------------------------------------------------------ inspection
@@ -795,6 +1184,13 @@ class EmbeddedServer:
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running() else "stopped"
         return f"EmbeddedServer({state}, http={self.http_url}, grpc={self.grpc_url}, log={self._log_path})"
+
+
+def _short(body: bytes, limit: int = 300) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    with contextlib.suppress(ValueError, AttributeError):
+        text = str(json.loads(text).get("error", text))
+    return text[:limit] or "(no body)"
 
 
 def _json_field(body: bytes, key: str) -> object:
@@ -849,6 +1245,8 @@ def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
             if server.allow_metrics:
                 print(f"  metrics  {server.metrics_url}", file=stream)
             print(f"  log      {server.log_path}", file=stream)
+            if server.restart_dead_stubs:
+                print("  stub watchdog on: a model whose Python-backend stub dies is reloaded", file=stream)
             print("Press Ctrl-C to stop.", file=stream, flush=True)
             while not stop.wait(0.5):
                 if not server.is_running():

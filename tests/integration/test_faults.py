@@ -6,16 +6,19 @@ backend does **not** restart it. Automatic restart was removed from the Python b
 that model fails at once with ``Stub process '<model>_0_0' is not healthy.`` (INTERNAL). The model
 and the server still report ready. The remedy is to reload the model: in explicit model-control
 mode, ``unload_model`` then ``load_model`` (a plain ``load_model`` of a loaded, unchanged model does
-nothing). Otherwise, restart the server. These tests check what the system does now: failures come
-fast and name the stub, the other models keep serving, nothing hangs, and reloading the model
-brings it back. The fault server runs in explicit mode on fixed ports, so it can be restarted on
-the same ports.
+nothing). Otherwise, restart the server. With the watchdog off, these tests check what Triton
+does: failures come fast and name the stub, the other models keep serving, nothing hangs, and
+reloading the model brings it back. With the embedded server's stub watchdog (on by default in
+explicit mode) the dead stub's model is reloaded within seconds, and clients that retry (they
+retry ``ModelRestartingError``) see no failure at all. The fault server runs in explicit mode on
+fixed ports, so it can be restarted on the same ports.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -36,8 +39,13 @@ from _robustness_fixtures import (
 
 from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
-from enrichment_light.server import EmbeddedServer, find_free_port
+from enrichment_light.errors import (
+    EnrichmentError,
+    ModelNotReadyError,
+    ModelRestartingError,
+    ServerUnavailableError,
+)
+from enrichment_light.server import EmbeddedServer, find_free_port, stub_process
 
 TIMEOUT_S = 10.0
 BUS, ZIDANE = photos()
@@ -46,9 +54,11 @@ BUS, ZIDANE = photos()
 class FaultServer:
     """The fault tests' server; the server-kill test replaces it with a restarted one on the same ports."""
 
-    def __init__(self, repository: Path, log_dir: Path) -> None:
+    def __init__(self, repository: Path, log_dir: Path, name: str = "fault-server", **options) -> None:
         self.repository = repository
         self.log_dir = log_dir
+        self.name = name
+        self.options = options
         self.ports = {"http_port": find_free_port(), "grpc_port": find_free_port()}
         self.starts = 0
         self.server = self.start()
@@ -61,8 +71,9 @@ class FaultServer:
             load_models=["*"],
             allow_metrics=False,
             startup_timeout_s=180,
-            log_path=self.log_dir / f"fault-server-{self.starts}.log",
+            log_path=self.log_dir / f"{self.name}-{self.starts}.log",
             **self.ports,
+            **self.options,
         )
         self.server = server.start()
         return self.server
@@ -70,9 +81,25 @@ class FaultServer:
 
 @pytest.fixture(scope="module")
 def faults(client_repository, tmp_path_factory):
-    holder = FaultServer(client_repository, tmp_path_factory.mktemp("fault-logs"))
+    """The server of the tests of Triton's own behaviour: stub watchdog off."""
+    holder = FaultServer(client_repository, tmp_path_factory.mktemp("fault-logs"), restart_dead_stubs=False)
     yield holder
     holder.server.stop()
+
+
+@pytest.fixture(scope="module")
+def watched_holder(client_repository, tmp_path_factory):
+    """A server with the defaults of explicit mode: the stub watchdog on."""
+    holder = FaultServer(client_repository, tmp_path_factory.mktemp("watched-logs"), name="watched-server")
+    yield holder
+    holder.server.stop()
+
+
+@pytest.fixture
+def watched(watched_holder) -> EmbeddedServer:
+    if not watched_holder.server.is_running():  # a test before killed it
+        watched_holder.start()
+    return watched_holder.server
 
 
 def _client(server: EmbeddedServer, protocol: str, **kw) -> EnrichmentClient:
@@ -108,8 +135,9 @@ def test_client_raises_model_not_ready_when_model_is_unloaded(faults, protocol):
 
 
 @pytest.mark.integration
-def test_stub_kill_fails_fast_and_reload_recovers_when_stub_dies_under_load(faults):
+def test_triton_fails_fast_and_manual_reload_recovers_when_stub_dies_and_watchdog_is_off(faults):
     server = faults.server
+    assert not server.watchdog_running
     victim_model = ct.POSE_POSTPROCESS
     before = stub_pids(server)
     regions = shm_regions(server)
@@ -159,6 +187,7 @@ def test_stub_kill_fails_fast_and_reload_recovers_when_stub_dies_under_load(faul
     failed = [r for r in after_pose if r[0] != "ok"]
     assert failed, "Triton restarted the stub by itself: update the docs and this test"
     assert all("not healthy" in msg and victim_model in msg for _, _, msg in failed), failed[:2]
+    assert {o for o, _, _ in failed} == {ModelRestartingError.__name__}  # retried, then raised
     # The threat pipeline shares preprocess with pose and keeps serving.
     assert all(o == "ok" for o, _, _ in after_threat), after_threat[:3]
     assert server.is_running()
@@ -177,6 +206,122 @@ def test_stub_kill_fails_fast_and_reload_recovers_when_stub_dies_under_load(faul
     assert_all_ready(server)
 
 
+# --------------------------------------------------------------------------------------------- watchdog
+
+
+def _stubs_of(server: EmbeddedServer, model: str) -> list:
+    return [s for pid in server.process_ids() if (s := stub_process(pid)) is not None and s.model == model]
+
+
+@pytest.mark.integration
+def test_watchdog_reloads_model_and_retried_requests_all_succeed_when_stub_dies_under_load(watched, caplog):
+    server = watched
+    victim_model = ct.POSE_POSTPROCESS
+    assert server.restart_dead_stubs and server.watchdog_running
+    assert server.stub_restarts == {}
+    caplog.set_level(logging.WARNING, logger="enrichment_light.server")
+    results: list[tuple[str, float, float, str]] = []  # (op, start, duration, outcome)
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def worker(op: str, protocol: str) -> None:
+        with _client(server, protocol, retries=5, backoff_s=0.2) as client:
+            call = client.estimate_poses if op == "pose" else client.detect_threats
+            while not stop.is_set():
+                t0 = time.monotonic()
+                try:
+                    call(ZIDANE)
+                    outcome = "ok"
+                except EnrichmentError as err:
+                    outcome = f"{type(err).__name__}: {err}"
+                with lock:
+                    results.append((op, t0, time.monotonic() - t0, outcome))
+
+    threads = [
+        threading.Thread(target=worker, args=args, daemon=True)
+        for args in (("pose", "grpc"), ("pose", "http"), ("threat", "grpc"))
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    (victim,) = _stubs_of(server, victim_model)
+    killed_at = time.monotonic()
+    os.kill(victim.pid, signal.SIGKILL)
+    while not server.stub_restarts and time.monotonic() - killed_at < 15:
+        time.sleep(0.02)
+    recovery_s = time.monotonic() - killed_at
+    time.sleep(2.0)  # keep the load on after the restart
+    stop.set()
+    for t in threads:
+        t.join(timeout=2 * TIMEOUT_S)
+    assert not any(t.is_alive() for t in threads), "a client hung after the stub was killed"
+
+    assert server.stub_restarts == {victim_model: 1}, server.log_tail(20)
+    assert recovery_s < 5.0, f"the watchdog took {recovery_s:.1f} s"
+    print(f"stub killed -> model reloaded in {recovery_s:.2f} s")
+    # Zero failed requests after retries; nothing hangs: every call returned within its deadline.
+    failed = [r for r in results if r[3] != "ok"]
+    assert not failed, failed[:3]
+    assert max(d for _, _, d, _ in results) < TIMEOUT_S
+    assert [r for r in results if r[0] == "pose" and r[1] > killed_at + recovery_s], "no pose call after restart"
+    # A new stub serves the model; the dead one's shared memory is gone.
+    (new,) = _stubs_of(server, victim_model)
+    assert new.pid != victim.pid and new.instance == victim.instance
+    assert not Path("/dev/shm", victim.region).exists()
+    # The WARNING goes to logging and to the server log.
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("stub watchdog" in m and victim_model in m and str(victim.pid) in m for m in warnings), warnings
+    log = server.log_path.read_text()
+    assert "stub watchdog" in log and f"model '{victim_model}' reloaded" in log
+    assert_all_ready(server)
+
+
+@pytest.mark.integration
+def test_watchdog_leaves_model_alone_when_it_is_unloaded_on_purpose(watched):
+    server = watched
+    before = server.stub_restarts
+    with _client(server, "grpc", retries=0) as client:
+        client.unload_model(ct.POSE_POSTPROCESS)
+        try:
+            time.sleep(5 * server.watchdog_interval_s)
+            assert not _stubs_of(server, ct.POSE_POSTPROCESS)
+            assert not client.is_model_ready(ct.POSE_POSTPROCESS)
+            assert server.stub_restarts == before
+        finally:
+            client.load_model(ct.POSE_POSTPROCESS)
+        client.wait_until_ready(30, models=[ct.POSE_ENSEMBLE])
+        time.sleep(3 * server.watchdog_interval_s)
+        assert server.stub_restarts == before
+        assert client.estimate_poses(ZIDANE) is not None
+    assert server.watchdog_running
+
+
+@pytest.mark.integration
+def test_server_stop_removes_all_shm_regions_and_watchdog_ends_when_process_group_is_killed(watched):
+    server = watched
+    prefix = server.shm_region_prefix
+    regions = {s.region for pid in server.process_ids() if (s := stub_process(pid)) is not None}
+    assert regions and all(r.startswith(prefix) and Path("/dev/shm", r).exists() for r in regions)
+    before = server.stub_restarts
+    os.killpg(server.pid, signal.SIGKILL)  # from outside: nobody unlinks the stubs' regions
+    deadline = time.monotonic() + 5
+    while (server.is_running() or server.watchdog_running) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not server.watchdog_running, "the watchdog outlived its server"
+    assert server.stub_restarts == before  # it did not try to reload anything on a dead server
+    assert any(Path("/dev/shm", r).exists() for r in regions)  # the leak stop() must clean up
+    server.stop()
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(prefix)]
+
+
+def test_embedded_server_rejects_watchdog_when_model_control_is_not_explicit(tmp_path):
+    with pytest.raises(ValueError, match="explicit"):
+        EmbeddedServer(tmp_path, model_control="none", restart_dead_stubs=True)
+    assert EmbeddedServer(tmp_path).restart_dead_stubs is False
+    assert EmbeddedServer(tmp_path, model_control="explicit").restart_dead_stubs is True
+    assert EmbeddedServer(tmp_path, model_control="explicit", restart_dead_stubs=False).restart_dead_stubs is False
+
+
 # --------------------------------------------------------------------------------------------- server kill
 
 
@@ -192,8 +337,10 @@ def test_client_raises_unavailable_then_recovers_when_server_is_killed_and_resta
         deadline = time.monotonic() + 10
         while server.is_running() and time.monotonic() < deadline:
             time.sleep(0.05)
-        server.stop()  # reap the processes
-        unlink_orphaned_regions(regions)  # nobody is left to unlink the stubs' shared memory
+        assert regions and all(r.startswith(server.shm_region_prefix) for r in regions)
+        server.stop()  # reaps the processes and removes the regions the killed stubs left in /dev/shm
+        assert not [r for r in regions if Path("/dev/shm", r).exists()]
+        assert not [n for n in os.listdir("/dev/shm") if n.startswith(server.shm_region_prefix)]
         for protocol, client in clients.items():
             start = time.monotonic()
             with pytest.raises(ServerUnavailableError):

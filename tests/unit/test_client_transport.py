@@ -20,6 +20,7 @@ from enrichment_light.errors import (
     InferenceTimeoutError,
     InvalidInputError,
     ModelNotReadyError,
+    ModelRestartingError,
     ServerUnavailableError,
 )
 
@@ -145,3 +146,89 @@ def test_translate_error_maps_restricted_api_to_access_denied_when_key_missing()
     err = InferenceServerException("This API is restricted, expecting header 'admin-key'", status="403")
     mapped = translate_error(err, url="127.0.0.1:8000", model="pose")
     assert isinstance(mapped, AccessDeniedError) and "expecting header 'admin-key'" in str(mapped)
+
+
+DEAD_STUB = "Stub process 'pose_postprocess_0_0' is not healthy."
+
+
+# As Triton 2.51 words it after a stub is SIGKILLed (verified in tests/integration/test_faults.py).
+@pytest.mark.parametrize(
+    ("status", "message"),
+    [
+        ("StatusCode.INTERNAL", f"in ensemble 'pose', {DEAD_STUB}"),
+        ("StatusCode.INTERNAL", f"Failed to process the request(s) for model instance 'pose_postprocess_0_0', "
+                                f"message: {DEAD_STUB}"),
+        ("500", f"in ensemble 'pose', {DEAD_STUB}"),
+        ("400", DEAD_STUB),
+        (None, DEAD_STUB),
+    ],
+)  # fmt: skip
+def test_translate_error_maps_to_model_restarting_when_stub_is_not_healthy(status, message):
+    err = InferenceServerException(msg=message, status=status)
+    mapped = translate_error(err, url="grpc://127.0.0.1:1", model="pose")
+    assert type(mapped) is ModelRestartingError
+    assert isinstance(mapped, ModelNotReadyError)  # code catching "not ready" keeps working
+    assert message in str(mapped) and "pose" in str(mapped)
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (ServerUnavailableError("down"), True),
+        (ModelRestartingError("stub died"), True),
+        (ModelNotReadyError("unloaded"), False),
+        (InvalidInputError("bad"), False),
+        (InferenceTimeoutError("slow"), False),
+        (AccessDeniedError("key"), False),
+        (EnrichmentError("other"), False),
+    ],
+)
+def test_retry_policy_retries_only_unavailable_and_restarting_when_classifying(error, retried):
+    assert RetryPolicy.retryable(error) is retried
+
+
+@pytest.mark.parametrize("flaky", [DEAD_STUB, REFUSED])
+def test_client_call_retries_with_backoff_when_stub_restarts_or_server_unavailable(flaky, monkeypatch):
+    from enrichment_light.client import EnrichmentClient
+
+    sleeps: list[float] = []
+    monkeypatch.setattr("enrichment_light.client.time.sleep", sleeps.append)
+    status = "StatusCode.INTERNAL" if flaky == DEAD_STUB else "StatusCode.UNAVAILABLE"
+    calls = []
+
+    def fn(raw, endpoint):
+        calls.append(endpoint)
+        if len(calls) < 3:
+            raise InferenceServerException(msg=flaky, status=status)
+        return "ok"
+
+    with EnrichmentClient("127.0.0.1:1", retries=3, backoff_s=0.2) as client:
+        assert client._call(fn, model="pose") == "ok"
+    assert len(calls) == 3
+    assert sleeps == pytest.approx([0.2, 0.4])
+
+
+def test_client_call_raises_model_restarting_when_retries_run_out(monkeypatch):
+    from enrichment_light.client import EnrichmentClient
+
+    monkeypatch.setattr("enrichment_light.client.time.sleep", lambda s: None)
+
+    def fn(raw, endpoint):
+        raise InferenceServerException(msg=DEAD_STUB, status="StatusCode.INTERNAL")
+
+    with EnrichmentClient("127.0.0.1:1", retries=1, backoff_s=0.0) as client, pytest.raises(ModelRestartingError):
+        client._call(fn, model="pose")
+
+
+def test_client_call_does_not_retry_when_model_is_not_ready(monkeypatch):
+    from enrichment_light.client import EnrichmentClient
+
+    calls = []
+
+    def fn(raw, endpoint):
+        calls.append(1)
+        raise InferenceServerException(msg="Request for unknown model: 'pose' is not found", status="400")
+
+    with EnrichmentClient("127.0.0.1:1", retries=3, backoff_s=0.0) as client, pytest.raises(ModelNotReadyError):
+        client._call(fn, model="pose")
+    assert calls == [1]
