@@ -29,6 +29,7 @@ from enrichment_light._transport import (
     RoundRobin,
     ShmPool,
     ShmRegion,
+    admin_headers,
     default_url,
     parse_endpoints,
 )
@@ -611,3 +612,49 @@ def _itemsize(datatype: str) -> int:
     from tritonclient.utils import triton_to_np_dtype
 
     return np.dtype(triton_to_np_dtype(datatype)).itemsize
+
+
+class ClientBase:
+    """State and read-only properties shared by the sync and asyncio clients."""
+
+    def __init__(
+        self,
+        url: str | Sequence[str] | None,
+        *,
+        protocol: str,
+        timeout_s: float | None,
+        retries: int,
+        backoff_s: float,
+        version: str | int | None,
+        transport: str,
+        array_format: str,
+        manifest: str | os.PathLike[str] | None,
+        admin_key: str | None,
+    ) -> None:
+        self._core = ClientCore(
+            url,
+            protocol=protocol,
+            timeout_s=timeout_s,
+            retries=retries,
+            backoff_s=backoff_s,
+            version=version,
+            transport=transport,
+            array_format=array_format,
+            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
+        )
+        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
+
+    @property
+    def urls(self) -> list[str]:
+        """Server addresses, in fail-over order."""
+        return self._core.urls
+
+    @property
+    def protocol(self) -> str:
+        """``"grpc"`` or ``"http"``."""
+        return self._core.protocol
+
+    @property
+    def transport(self) -> str:
+        """``"bytes"`` or ``"shm"``."""
+        return self._core.transport

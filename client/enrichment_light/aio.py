@@ -30,7 +30,7 @@ import numpy as np
 from enrichment_light import contract as ct
 from enrichment_light._core import (
     BackendInfo,
-    ClientCore,
+    ClientBase,
     Plan,
     Request,
     backend_from_config,
@@ -41,7 +41,7 @@ from enrichment_light._core import (
     manifest_entry,
 )
 from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, admin_headers, translate_error
+from enrichment_light._transport import Endpoint, translate_error
 from enrichment_light.client import CLIENT_MODELS
 from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
 from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
@@ -49,7 +49,7 @@ from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, T
 T = TypeVar("T")
 
 
-class AsyncEnrichmentClient:
+class AsyncEnrichmentClient(ClientBase):
     """Asyncio client; see :class:`~enrichment_light.client.EnrichmentClient` for every argument."""
 
     def __init__(
@@ -66,7 +66,7 @@ class AsyncEnrichmentClient:
         manifest: str | os.PathLike[str] | None = None,
         admin_key: str | None = None,
     ) -> None:
-        self._core = ClientCore(
+        super().__init__(
             url,
             protocol=protocol,
             timeout_s=timeout_s,
@@ -75,26 +75,11 @@ class AsyncEnrichmentClient:
             version=version,
             transport=transport,
             array_format=array_format,
-            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
+            manifest=manifest,
+            admin_key=admin_key,
         )
-        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
         self._clients: dict[str, Any] = {}
         self._register_lock: asyncio.Lock | None = None
-
-    @property
-    def urls(self) -> list[str]:
-        """Server addresses, in fail-over order."""
-        return self._core.urls
-
-    @property
-    def protocol(self) -> str:
-        """``"grpc"`` or ``"http"``."""
-        return self._core.protocol
-
-    @property
-    def transport(self) -> str:
-        """``"bytes"`` or ``"shm"``."""
-        return self._core.transport
 
     async def __aenter__(self) -> AsyncEnrichmentClient:
         return self

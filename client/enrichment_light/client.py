@@ -27,7 +27,7 @@ import numpy as np
 from enrichment_light import contract as ct
 from enrichment_light._core import (
     BackendInfo,
-    ClientCore,
+    ClientBase,
     Plan,
     Request,
     backend_from_config,
@@ -37,7 +37,7 @@ from enrichment_light._core import (
     manifest_entry,
 )
 from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, admin_headers, translate_error
+from enrichment_light._transport import Endpoint, translate_error
 from enrichment_light.errors import (
     EnrichmentError,
     ModelNotReadyError,
@@ -51,7 +51,7 @@ T = TypeVar("T")
 CLIENT_MODELS = (ct.THREAT_ENSEMBLE, ct.POSE_ENSEMBLE, ct.REID_ENSEMBLE, ct.ENRICH, ct.REID_MODEL)
 
 
-class EnrichmentClient:
+class EnrichmentClient(ClientBase):
     """Typed client for the enrichment-light models on one or more Triton servers.
 
     Args:
@@ -97,7 +97,7 @@ class EnrichmentClient:
         manifest: str | os.PathLike[str] | None = None,
         admin_key: str | None = None,
     ) -> None:
-        self._core = ClientCore(
+        super().__init__(
             url,
             protocol=protocol,
             timeout_s=timeout_s,
@@ -106,9 +106,9 @@ class EnrichmentClient:
             version=version,
             transport=transport,
             array_format=array_format,
-            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
+            manifest=manifest,
+            admin_key=admin_key,
         )
-        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
         if max_workers < 1:
             raise ValueError(f"max_workers must be >= 1, got {max_workers}")
         self._max_workers = max_workers
@@ -119,21 +119,6 @@ class EnrichmentClient:
         self._http_all: list[Any] = []
 
     # -- properties and lifecycle --------------------------------------------------------------
-
-    @property
-    def urls(self) -> list[str]:
-        """Server addresses, in fail-over order."""
-        return self._core.urls
-
-    @property
-    def protocol(self) -> str:
-        """``"grpc"`` or ``"http"``."""
-        return self._core.protocol
-
-    @property
-    def transport(self) -> str:
-        """``"bytes"`` or ``"shm"``."""
-        return self._core.transport
 
     def __enter__(self) -> EnrichmentClient:
         return self
