@@ -29,15 +29,14 @@ a second label under the person box with the first 6 hex characters of the re-id
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from enrichment_light._files import atomic_output
 from enrichment_light.contract import KEYPOINT_NAMES, SKELETON
 from enrichment_light.errors import EnrichmentError, InvalidInputError
 from enrichment_light.results import EnrichmentResult, PoseResult, Severity, ThreatResult
@@ -142,12 +141,6 @@ def draw_enrichment(
     return out
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def save_annotated(path: str | os.PathLike[str], image_rgb: np.ndarray, *, jpeg_quality: int = 95) -> Path:
     """Write an RGB image as JPEG (``.jpg``/``.jpeg``) or PNG (``.png``), chosen by extension.
 
@@ -178,16 +171,8 @@ def save_annotated(path: str | os.PathLike[str], image_rgb: np.ndarray, *, jpeg_
     ok, buf = cv2.imencode(ext, cv2.cvtColor(image_rgb, cv2.COLOR_RGB2BGR), params)
     if not ok:
         raise EnrichmentError(f"OpenCV could not encode {str(target)!r} as {ext}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_current_umask())  # mkstemp creates 0600; match a plain open()
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(buf.tobytes())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_output(target) as tmp:
+        tmp.write_bytes(buf.tobytes())
     return target
 
 

@@ -30,12 +30,10 @@ Design notes:
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import numbers
 import os
-import tempfile
 import threading
 import time
 import zipfile
@@ -46,6 +44,7 @@ from typing import Any
 
 import numpy as np
 
+from enrichment_light._files import atomic_output
 from enrichment_light.contract import EMBEDDING_DIMENSION
 from enrichment_light.errors import EnrichmentError, InvalidInputError
 
@@ -574,17 +573,8 @@ class PersonGallery:
                 "track_ids": self._tracks[:n][order],
                 "camera_codes": self._cams[:n][order],
             }
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        with atomic_output(target) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
         return target
 
     @classmethod

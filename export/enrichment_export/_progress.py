@@ -6,10 +6,11 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from enrichment_light._files import atomic_output  # noqa: F401  (re-exported for the exporters)
 
 _CHUNK = 1 << 20
 
@@ -44,24 +45,6 @@ def timed_step(log: logging.Logger, what: str, output: Path | None = None) -> It
         log.info("%s done in %.1fs, saved as '%s' (%s)", what, elapsed, output, format_bytes(output.stat().st_size))
     else:
         log.info("%s done in %.1fs", what, elapsed)
-
-
-@contextlib.contextmanager
-def atomic_output(final: Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path next to `final`; on success move it over `final`, else remove it.
-
-    The temporary file lives in the same directory so ``os.replace`` is atomic.
-    """
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{suffix}.tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def checked_path(path: str | os.PathLike[str], *, allowed_roots: object = None) -> Path:

@@ -36,6 +36,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from enrichment_light import contract as ct
+from enrichment_light._files import atomic_output
 
 LOGGER = logging.getLogger(__name__)
 
@@ -535,10 +536,8 @@ def _find_onnx(name: str, artifacts: Path | None, onnx: Mapping[str, str | os.Pa
 def _write_if_changed(path: Path, data: bytes) -> None:
     if path.is_file() and path.read_bytes() == data:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def _copy(src: Path, dst: Path) -> None:
