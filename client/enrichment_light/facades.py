@@ -39,10 +39,10 @@ from enrichment_light._inputs import ImageInput
 from enrichment_light.client import EnrichmentClient
 from enrichment_light.errors import EnrichmentError, ModelNotReadyError
 from enrichment_light.results import PoseClass, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.serving.params import TRUE_WORDS
 
 logger = logging.getLogger(__name__)
 
-TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 DEFAULT_LOAD_TIMEOUT_S = 120.0
 
 
@@ -51,7 +51,7 @@ def env_flag(*names: str) -> bool | None:
     for name in names:
         value = os.environ.get(name)
         if value is not None and value.strip() != "":
-            return value.strip().lower() in TRUE_VALUES
+            return value.strip().lower() in TRUE_WORDS
     return None
 
 

@@ -38,6 +38,7 @@ import numpy as np
 from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file, timed_step
 from enrichment_light import contract
 from enrichment_light.errors import ModelFileError
+from enrichment_light.serving.params import FALSE_WORDS, TRUE_WORDS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -61,8 +62,6 @@ ENV_VARS: dict[str, dict[str, tuple[str, ...]]] = {
         "fp16": ("THREAT_TENSORRT_FP16",),
     },
 }
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
 
 
 # --- value types --------------------------------------------------------------------------------
@@ -371,9 +370,9 @@ class TensorRTSettings:
 
 def _parse_bool(name: str, value: str) -> bool:
     v = value.strip().lower()
-    if v in _TRUE:
+    if v in TRUE_WORDS:
         return True
-    if v in _FALSE:
+    if v in FALSE_WORDS or v == "":
         return False
     raise ValueError(f"environment variable {name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
 

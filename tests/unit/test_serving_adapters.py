@@ -46,11 +46,22 @@ def test_parameters_flattens_string_values_when_config_has_parameters():
         (lambda p: params.get_int(p, "k", 1, low=1), "0", ">= 1"),
         (lambda p: params.get_int(p, "k", 1), "1.5", "integer"),
         (lambda p: params.get_json(p, "k", None), "[1,", "JSON"),
+        (lambda p: params.get_bool(p, "k", True), "maybe", "boolean"),
     ],
 )
 def test_params_raise_value_error_naming_key_when_value_is_invalid(fn, value, message):
     with pytest.raises(ValueError, match=message):
         fn({"k": value})
+
+
+@pytest.mark.parametrize(
+    ("value", "default", "expected"),
+    [(None, True, True), ("", False, False), ("1", False, True), ("ON", False, True), (" yes ", False, True),
+     ("0", True, False), ("off", True, False), ("False", True, False)],
+)  # fmt: skip
+def test_get_bool_reads_every_spelling_when_value_is_a_boolean_word(value, default, expected):
+    p = {} if value is None else {"k": value}
+    assert params.get_bool(p, "k", default) is expected
 
 
 def test_pose_settings_read_prefixed_rules_when_built_from_enrich_parameters():

@@ -16,12 +16,8 @@ import numpy as np
 
 from enrichment_light import contract as ct
 from enrichment_light.errors import InvalidInputError
-from enrichment_light.serving.params import get_int
+from enrichment_light.serving.params import get_bool, get_int
 from enrichment_light.serving.pipeline import check_tensor
-
-
-def _flag(params: Mapping[str, str], key: str, *, default: bool) -> bool:
-    return params.get(key, "1" if default else "0").strip().lower() in ("1", "true", "yes")
 
 
 class OnnxRuntimeRunner:
@@ -79,8 +75,8 @@ class OnnxRuntimeRunner:
             os.path.join(os.fspath(model_dir), filename),
             intra_op_threads=get_int(params, "intra_op_threads", 0, low=0),
             inter_op_threads=get_int(params, "inter_op_threads", 1, low=0),
-            allow_spinning=_flag(params, "allow_spinning", default=True),
-            enable_cpu_mem_arena=_flag(params, "enable_cpu_mem_arena", default=True),
+            allow_spinning=get_bool(params, "allow_spinning", True),
+            enable_cpu_mem_arena=get_bool(params, "enable_cpu_mem_arena", True),
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:

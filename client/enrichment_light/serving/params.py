@@ -7,6 +7,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
 
 def parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
     """Flatten the ``parameters`` of a model config (as given to ``initialize``) to ``{key: str}``."""
@@ -55,6 +58,21 @@ def get_int(params: Mapping[str, str], key: str, default: int, *, low: int | Non
     if low is not None and value < low:
         raise ValueError(f"config parameter {key!r} must be >= {low}, got {value}")
     return value
+
+
+def get_bool(params: Mapping[str, str], key: str, default: bool) -> bool:
+    """A boolean parameter: 1/0, true/false, yes/no or on/off (any case).
+
+    Raises:
+        ValueError: Any other value (names the key and the value).
+    """
+    raw = params.get(key)
+    if raw is None or raw.strip() == "":
+        return bool(default)
+    word = raw.strip().lower()
+    if word in TRUE_WORDS or word in FALSE_WORDS:
+        return word in TRUE_WORDS
+    raise ValueError(f"config parameter {key!r} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
 
 
 def get_json(params: Mapping[str, str], key: str, default: Any) -> Any:
