@@ -13,15 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from enrichment_light.cli import sample_images
+
 CROP_BATCH = 32
 
 
 def photos() -> list[bytes]:
     """Ultralytics' two sample photos (bus.jpg 810x1080, zidane.jpg 1280x720), encoded."""
-    import ultralytics
-
-    assets = Path(ultralytics.__file__).parent / "assets"
-    return [(assets / name).read_bytes() for name in ("bus.jpg", "zidane.jpg")]
+    paths = sample_images()
+    if len(paths) != 2:
+        raise RuntimeError("Ultralytics' sample photos bus.jpg and zidane.jpg are not installed")
+    return [path.read_bytes() for path in paths]
 
 
 def person_crops(n: int = CROP_BATCH, seed: int = 0) -> list[np.ndarray]:

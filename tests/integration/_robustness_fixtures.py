@@ -22,6 +22,7 @@ import numpy as np
 from _client_fixtures import client_repository, enrichment_server  # noqa: F401  (re-exported fixtures)
 
 from enrichment_light import contract as ct
+from enrichment_light.cli import sample_images
 from enrichment_light.client import EnrichmentClient
 from enrichment_light.errors import EnrichmentError, InvalidInputError
 from enrichment_light.server import EmbeddedServer
@@ -30,10 +31,10 @@ STUB = "triton_python_backend_stub"
 
 
 def photos() -> list[bytes]:
-    import ultralytics
-
-    assets = Path(ultralytics.__file__).parent / "assets"
-    return [(assets / name).read_bytes() for name in ("bus.jpg", "zidane.jpg")]
+    paths = sample_images()
+    if len(paths) != 2:
+        raise RuntimeError("Ultralytics' sample photos bus.jpg and zidane.jpg are not installed")
+    return [path.read_bytes() for path in paths]
 
 
 # ------------------------------------------------------------------------------------------ processes
