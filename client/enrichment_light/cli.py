@@ -265,7 +265,7 @@ def build_cpu_repository(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: build if needed, start Triton, then block or ``--analyze`` and stop."""
-    from enrichment_light.server import EmbeddedServer, serve_forever
+    from enrichment_light.devserver import EmbeddedServer, serve_forever
 
     if args.untrained:
         print(UNTRAINED_BANNER, file=sys.stderr, flush=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from enrichment_light.cli import build_cpu_repository, sample_images
-from enrichment_light.server import EmbeddedServer
+from enrichment_light.devserver import EmbeddedServer
 
 _CACHE: dict[str, object] = {}
 

@@ -45,7 +45,7 @@ from enrichment_light.errors import (
     ModelRestartingError,
     ServerUnavailableError,
 )
-from enrichment_light.server import EmbeddedServer, find_free_port, stub_process
+from enrichment_light.devserver import EmbeddedServer, find_free_port, stub_process
 
 TIMEOUT_S = 10.0
 BUS, ZIDANE = photos()

@@ -21,7 +21,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from enrichment_light.errors import ServerStartError
-from enrichment_light.server import EmbeddedServer, check_port_free, find_free_port, prepare_server_home
+from enrichment_light.devserver import EmbeddedServer, check_port_free, find_free_port, prepare_server_home
 
 ServerFactory = Callable[..., EmbeddedServer]  # the triton_server_factory fixture
 RepositoryFactory = Callable[..., Path]  # the test_model_repository fixture
@@ -253,7 +253,7 @@ def test_serve_forever_exits_zero_and_leaves_no_process_when_sigterm(
     script = textwrap.dedent(
         f"""
         import sys
-        from enrichment_light.server import EmbeddedServer, serve_forever
+        from enrichment_light.devserver import EmbeddedServer, serve_forever
         server = EmbeddedServer({str(repo)!r}, log_path={str(tmp_path / "serve.log")!r})
         print("ID", server.server_id, flush=True)
         sys.exit(serve_forever(server))
@@ -348,10 +348,26 @@ def test_embedded_server_rejects_repository_when_missing(tmp_path: Path) -> None
         EmbeddedServer(tmp_path / "nope")
 
 
-def test_server_module_imports_no_tritonclient_when_imported() -> None:
+def test_devserver_imports_no_tritonclient_when_imported() -> None:
     code = (
-        "import sys, enrichment_light.server\n"
+        "import sys, enrichment_light.devserver\n"
         "print(sorted(m for m in sys.modules if m.startswith(('tritonclient', 'pytriton'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_server_shim_reexports_devserver_with_deprecation_warning_when_imported() -> None:
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    import enrichment_light.server as old\n"
+        "import enrichment_light.devserver as new\n"
+        "print(old.EmbeddedServer is new.EmbeddedServer, old.serve_forever is new.serve_forever)\n"
+        "print([str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    same, warned = out.strip().splitlines()
+    assert same == "True True"
+    assert "enrichment_light.server is deprecated; import from enrichment_light.devserver" in warned
