@@ -37,7 +37,7 @@ from enrichment_light._core import (
     manifest_entry,
 )
 from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, translate_error
+from enrichment_light._transport import Endpoint, failover_steps
 from enrichment_light.errors import (
     EnrichmentError,
     ModelNotReadyError,
@@ -61,8 +61,11 @@ class EnrichmentClient(ClientBase):
             (8000) port.
         protocol: ``"grpc"`` (default) or ``"http"``.
         timeout_s: Per-request deadline in seconds (gRPC deadline; HTTP socket timeout).
-        retries: Extra rounds over all servers after ``ServerUnavailableError`` or
-            ``ModelRestartingError`` (a model whose stub is being restarted); nothing else is retried.
+        retries: Extra rounds over all servers. Retried: a server that is down, refusing, resetting or
+            shutting down (``ServerUnavailableError``), a model whose stub is being restarted
+            (``ModelRestartingError``), and a not-ready model or a timeout when that server then
+            answers "not ready" or nothing. Invalid input and an unknown model on a healthy server are
+            raised at once. One call never takes longer than ``2 * timeout_s`` in all.
         backoff_s: Wait before the first retry round, doubled for each further round.
         version: Model version to request (default: the server's version policy).
         transport: ``"bytes"`` (default) sends encoded images to the server-side ensembles.
@@ -117,6 +120,7 @@ class EnrichmentClient(ClientBase):
         self._grpc: dict[str, Any] = {}
         self._http_local = threading.local()
         self._http_all: list[Any] = []
+        self._retired: list[Any] = []
 
     # -- properties and lifecycle --------------------------------------------------------------
 
@@ -152,9 +156,9 @@ class EnrichmentClient(ClientBase):
                     raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         with self._lock:
-            clients = list(self._grpc.values()) + self._http_all
+            clients = list(self._grpc.values()) + self._http_all + self._retired
             self._grpc.clear()
-            self._http_all = []
+            self._http_all, self._retired = [], []
         for c in clients:
             with contextlib.suppress(Exception):
                 c.close()
@@ -192,26 +196,60 @@ class EnrichmentClient(ClientBase):
         return self._module().InferenceServerClient(endpoint.url, connection_timeout=timeout, network_timeout=timeout)
 
     def _call(self, fn: Callable[[Any, Endpoint], T], *, model: str | None = None) -> T:
-        """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries."""
-        policy = self._core.policy
-        last: EnrichmentError | None = None
-        cause: BaseException | None = None
-        for round_index in range(policy.retries + 1):
-            if round_index:
-                time.sleep(policy.delay_s(round_index))
-            for i in self._core.round_robin.order():
-                endpoint = self._core.endpoints[i]
+        """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries (:func:`failover_steps`)."""
+        endpoints = [self._core.endpoints[i] for i in self._core.round_robin.order()]
+        steps = failover_steps(self._core.policy, endpoints, model=model)
+        step = next(steps)
+        while True:
+            assert step.endpoint is not None or step.kind == "sleep"
+            if step.kind == "call":
                 try:
-                    return fn(self._raw_client(endpoint), endpoint)
+                    return fn(self._raw_client(step.endpoint), step.endpoint)
                 except Exception as err:
-                    mapped = translate_error(err, url=str(endpoint), model=model)
-                    if not policy.retryable(mapped):
-                        if mapped is err:
-                            raise
-                        raise mapped from err
-                    last, cause = mapped, err
-        assert last is not None
-        raise last from cause
+                    step = steps.send(err)
+            elif step.kind == "probe":
+                step = steps.send(self._probe_ready(step.endpoint))
+            elif step.kind == "drop":
+                self._drop_client(step.endpoint)
+                step = next(steps)
+            else:
+                time.sleep(step.seconds)
+                step = next(steps)
+
+    def _probe_ready(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` answers "ready" within a short timeout, on a fresh connection."""
+        timeout = min(2.0, self._core.timeout_s or 2.0)
+        try:
+            if self.protocol == "grpc":
+                with contextlib.closing(self._module().InferenceServerClient(endpoint.url)) as raw:
+                    return bool(raw.is_server_ready(client_timeout=timeout))
+            client = self._module().InferenceServerClient(
+                endpoint.url, connection_timeout=timeout, network_timeout=timeout
+            )
+            with contextlib.closing(client) as raw:
+                return bool(raw.is_server_ready())
+        except Exception:
+            return False
+
+    def _drop_client(self, endpoint: Endpoint) -> None:
+        """Forget the connection to a server that went away: the next call connects afresh.
+
+        HTTP: this thread's client is closed (a kept-alive connection to a stopping server is never
+        reused). gRPC: the shared client is replaced, not closed (other threads may be using it; it is
+        closed with the client), so a restarted server is reached without waiting out gRPC's reconnect backoff.
+        """
+        if self.protocol == "grpc":
+            with self._lock:
+                old = self._grpc.pop(endpoint.url, None)
+                if old is not None:
+                    self._retired.append(old)
+            return
+        client = self._http_local.__dict__.get("clients", {}).pop(endpoint.url, None)
+        if client is not None:
+            with self._lock:
+                self._http_all = [c for c in self._http_all if c is not client]
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _infer(self, request: Request) -> dict[str, np.ndarray]:
         module, http, core = self._module(), self.protocol == "http", self._core
