@@ -119,7 +119,7 @@ class EnrichmentClient(ClientBase):
         self._lock = threading.Lock()
         self._grpc: dict[str, Any] = {}
         self._http_local = threading.local()
-        self._http_all: list[Any] = []
+        self._http_all: list[tuple[str, Any]] = []  # (url, client) of every thread
         self._retired: list[Any] = []
 
     # -- properties and lifecycle --------------------------------------------------------------
@@ -156,7 +156,7 @@ class EnrichmentClient(ClientBase):
                     raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         with self._lock:
-            clients = list(self._grpc.values()) + self._http_all + self._retired
+            clients = list(self._grpc.values()) + [c for _, c in self._http_all] + self._retired
             self._grpc.clear()
             self._http_all, self._retired = [], []
         for c in clients:
@@ -183,10 +183,10 @@ class EnrichmentClient(ClientBase):
             return client
         per_thread = self._http_local.__dict__.setdefault("clients", {})
         client = per_thread.get(endpoint.url)
-        if client is None:
+        if client is None or client._closed:  # closed by _drop_client in another thread
             client = per_thread[endpoint.url] = self._new_raw_client(endpoint)
             with self._lock:
-                self._http_all.append(client)
+                self._http_all.append((endpoint.url, client))
         return client
 
     def _new_raw_client(self, endpoint: Endpoint) -> Any:
@@ -234,9 +234,10 @@ class EnrichmentClient(ClientBase):
     def _drop_client(self, endpoint: Endpoint) -> None:
         """Forget the connection to a server that went away: the next call connects afresh.
 
-        HTTP: this thread's client is closed (a kept-alive connection to a stopping server is never
-        reused). gRPC: the shared client is replaced, not closed (other threads may be using it; it is
-        closed with the client), so a restarted server is reached without waiting out gRPC's reconnect backoff.
+        HTTP: every thread's client for it is closed (a kept-alive connection to a stopping server is never
+        reused, and Triton does not wait out its exit timeout for idle ones). gRPC: the shared client is
+        replaced, not closed (other threads may be using it; it is closed with the client), so a restarted
+        server is reached without waiting out gRPC's reconnect backoff.
         """
         if self.protocol == "grpc":
             with self._lock:
@@ -244,10 +245,10 @@ class EnrichmentClient(ClientBase):
                 if old is not None:
                     self._retired.append(old)
             return
-        client = self._http_local.__dict__.get("clients", {}).pop(endpoint.url, None)
-        if client is not None:
-            with self._lock:
-                self._http_all = [c for c in self._http_all if c is not client]
+        with self._lock:  # every thread's connection to it, idle ones included (they would keep Triton waiting)
+            dropped = [c for url, c in self._http_all if url == endpoint.url]
+            self._http_all = [(url, c) for url, c in self._http_all if url != endpoint.url]
+        for client in dropped:
             with contextlib.suppress(Exception):
                 client.close()
 

@@ -39,7 +39,7 @@ ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_STARTUP_TIMEOUT_S = 60.0
 DEFAULT_STOP_TIMEOUT_S = 15.0
-DEFAULT_EXIT_TIMEOUT_S = 5.0
+DEFAULT_EXIT_TIMEOUT_S = 10.0
 GATE_MODEL = "enrichment_light_draining"  # loaded (and failing) to turn strict readiness off
 _SHM_PREFIX = "triton_python_backend_shm_region_"
 _SHM_PREFIX_FLAG = "shm-region-prefix-name="
