@@ -136,7 +136,8 @@ def _status_and_text(err: BaseException) -> tuple[str | None, str]:
 def _class_for_exception(err: BaseException) -> type[EnrichmentError]:
     if isinstance(err, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or "Timeout" in type(err).__name__:
         return InferenceTimeoutError
-    if isinstance(err, (ConnectionError, OSError)) or "Connect" in type(err).__name__:
+    # aiohttp's ServerDisconnectedError, geventhttpclient's HTTPConnectionClosed and the like
+    if isinstance(err, (ConnectionError, OSError)) or any("connect" in c.__name__.lower() for c in type(err).__mro__):
         return ServerUnavailableError
     return EnrichmentError
 

@@ -138,15 +138,22 @@ class AsyncEnrichmentClient(ClientBase):
         while True:
             assert step.endpoint is not None or step.kind == "sleep"
             if step.kind == "call":
+                raw = None
                 try:
-                    return await fn(self._raw_client(step.endpoint), step.endpoint)
+                    raw = self._raw_client(step.endpoint)
+                    return await fn(raw, step.endpoint)
                 except Exception as err:
+                    if getattr(getattr(raw, "_stub", None), "closed", False):  # dropped by another task mid-call
+                        err = ConnectionResetError(f"connection dropped while the server goes away ({err})")
                     step = steps.send(err)
             elif step.kind == "probe":
                 step = steps.send(await self._probe_ready(step.endpoint))
             elif step.kind == "drop":
                 old = self._clients.pop(step.endpoint.url, None)
-                if old is not None:  # other tasks may hold it: closed with the client
+                if old is not None and self.protocol == "http":  # kept-alive connections would delay its exit
+                    with contextlib.suppress(Exception):
+                        await old.close()
+                elif old is not None:  # a gRPC channel other tasks may hold: closed with the client
                     self._retired.append(old)
                 step = next(steps)
             else:

@@ -203,9 +203,13 @@ class EnrichmentClient(ClientBase):
         while True:
             assert step.endpoint is not None or step.kind == "sleep"
             if step.kind == "call":
+                raw = None
                 try:
-                    return fn(self._raw_client(step.endpoint), step.endpoint)
+                    raw = self._raw_client(step.endpoint)
+                    return fn(raw, step.endpoint)
                 except Exception as err:
+                    if getattr(raw, "_closed", False):  # dropped by another thread mid-call: that server went away
+                        err = ConnectionResetError(f"connection dropped while the server goes away ({err})")
                     step = steps.send(err)
             elif step.kind == "probe":
                 step = steps.send(self._probe_ready(step.endpoint))
