@@ -12,6 +12,7 @@ from enrichment_light.devserver.launcher import (
     DrainReport,
     EmbeddedServer,
     check_port_free,
+    drain_server,
     find_free_port,
     serve_forever,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "StubProcess",
     "StubWatchdog",
     "check_port_free",
+    "drain_server",
     "find_free_port",
     "prepare_server_home",
     "serve_forever",

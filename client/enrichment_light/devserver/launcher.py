@@ -80,12 +80,89 @@ class DrainReport:
         drained_s: Seconds until every model was unloaded (or the budget ran out).
         waves: The models unloaded, callers first.
         complete: False when the budget ran out with models still loaded.
+        left: The models still loaded then.
     """
 
     unready_s: float
     drained_s: float
     waves: tuple[tuple[str, ...], ...]
     complete: bool
+    left: tuple[str, ...] = ()
+
+
+def triton_api(url: str, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
+    """Run ``call`` on a fresh ``tritonclient.http`` client for ``url`` (``host:port``).
+
+    Returns:
+        ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, or ``(False, None)`` when
+        nothing answered.
+    """
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        with httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s) as client:
+            return True, call(client)
+    except InferenceServerException as err:
+        return False, f"{err.status()}: {err.message()}"[:300]
+    except Exception:  # refused, reset, timed out: no answer
+        return False, None
+
+
+def drain_server(
+    http_url: str, *, gate_repository: str | Path, timeout_s: float, headers: Mapping[str, str] | None = None
+) -> DrainReport:
+    """Take a Triton server (explicit model control) out of service without failing a request.
+
+    1. Readiness turns false at once: a model with no version (the *gate*) is written to ``gate_repository``
+       (one of the server's ``--model-repository`` folders) and loaded; the load fails and, with strict
+       readiness, the server answers "not ready" while every real model keeps serving.
+    2. Models are unloaded in waves, callers first (a model no remaining ensemble uses goes before the models
+       its steps use; BLS callees must also be ensemble steps, as ``enrich``'s are), each wave waiting until
+       Triton has released it, i.e. until its in-flight requests, including inner BLS calls, have finished.
+    3. Triton then has nothing left to wait for: SIGTERM makes it exit 0 (docs/resilience.md explains the
+       crash when its exit timeout expires with models still loaded).
+
+    Args:
+        http_url: ``host:port`` of the HTTP endpoint.
+        gate_repository: A writable folder the server was started with as a model repository.
+        timeout_s: Budget; what is still loaded then is left to Triton's own shutdown.
+        headers: Headers for restricted repository APIs (e.g. ``{"admin-key": ...}``).
+
+    Returns:
+        The :class:`DrainReport`.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    headers = dict(headers or {})
+    api = lambda call: triton_api(http_url, call)  # noqa: E731
+    gate = Path(gate_repository) / GATE_MODEL
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "config.pbtxt").write_text(f'name: "{GATE_MODEL}"\nbackend: "python"\n')
+    api(lambda c: c.load_model(GATE_MODEL, headers=headers))  # fails on purpose: no version
+    unready_s = time.monotonic() - started
+    index = lambda: api(lambda c: c.get_model_repository_index(headers=headers))  # noqa: E731
+    ok, entries = index()
+    loaded = {e["name"] for e in entries if e.get("state") in _BUSY} if ok else set()
+    steps: dict[str, set[str]] = {}
+    for model in loaded:
+        ok, config = api(lambda c, m=model: c.get_model_config(m, headers=headers))
+        steps[model] = {
+            s.get("model_name") for s in (config if ok else {}).get("ensemble_scheduling", {}).get("step", [])
+        }
+    waves, remaining = [], set(loaded)
+    while remaining and time.monotonic() < deadline:
+        wave = sorted(remaining - set().union(*(steps[m] for m in remaining))) or sorted(remaining)
+        for model in wave:
+            api(lambda c, m=model: c.unload_model(m, headers=headers))
+        while time.monotonic() < deadline:
+            ok, entries = index()
+            if ok and not any(e.get("name") in wave and e.get("state") in _BUSY for e in entries):
+                break
+            time.sleep(_POLL_S)
+        waves.append(tuple(wave))
+        remaining -= set(wave)
+    return DrainReport(unready_s, time.monotonic() - started, tuple(waves), not remaining, tuple(sorted(remaining)))
 
 
 _LIVE_SERVERS: set[EmbeddedServer] = set()
@@ -399,23 +476,7 @@ class EmbeddedServer:
     # ------------------------------------------------------------------ HTTP API (tritonclient)
 
     def _api(self, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
-        """Run ``call`` on a fresh tritonclient HTTP client.
-
-        Returns ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, or ``(False, None)``
-        when nothing answered.
-        """
-        import tritonclient.http as httpclient
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            with httpclient.InferenceServerClient(
-                self.http_url, connection_timeout=timeout_s, network_timeout=timeout_s
-            ) as client:
-                return True, call(client)
-        except InferenceServerException as err:
-            return False, f"{err.status()}: {err.message()}"[:300]
-        except Exception:  # refused, reset, timed out: no answer
-            return False, None
+        return triton_api(self.http_url, call, timeout_s=timeout_s)
 
     def _admin_headers(self) -> dict[str, str]:
         """Headers for APIs that ``extra_args`` restrict (``--http-restricted-api=<apis>:<key>=<value>``)."""
@@ -467,58 +528,31 @@ class EmbeddedServer:
     # ------------------------------------------------------------------ drain and stop
 
     def drain(self, *, timeout_s: float | None = None) -> DrainReport | None:
-        """Take the server out of service without failing a request (explicit model control only).
-
-        1. Readiness turns false at once: a model with no version (the *gate*) is loaded from a private
-           repository; it fails, and with strict readiness the server answers "not ready" while every real
-           model keeps serving.
-        2. Models are unloaded in waves, callers first (a model no remaining ensemble uses goes before the
-           models its steps use), each wave waiting until Triton has released it, i.e. until its in-flight
-           requests, including ``enrich``'s inner BLS calls, have finished.
-        3. Triton then has nothing left to wait for: its own SIGTERM path exits 0 (see docs/resilience.md for
-           why it crashes when its exit timeout expires with models loaded).
+        """Take the server out of service without failing a request (:func:`drain_server`).
 
         Args:
-            timeout_s: Budget; ``exit_timeout_s`` when omitted. What is still loaded then is left to Triton.
+            timeout_s: Budget; ``exit_timeout_s`` when omitted.
 
         Returns:
-            A :class:`DrainReport` (also in :attr:`last_drain`), or None when the server cannot drain
-            (not running, or not in explicit mode).
+            The :class:`DrainReport` (also in :attr:`last_drain`), or None when the server cannot drain (not
+            running, or not in explicit mode: the drain needs the repository API).
         """
         if self._gate_dir is None or not self.is_running():
             return None
-        started = time.monotonic()
-        deadline = started + (self.exit_timeout_s if timeout_s is None else timeout_s)
-        headers = self._admin_headers()
-        gate = self._gate_dir / GATE_MODEL
-        gate.mkdir(exist_ok=True)
-        (gate / "config.pbtxt").write_text(f'name: "{GATE_MODEL}"\nbackend: "python"\n')
-        self._api(lambda c: c.load_model(GATE_MODEL, headers=headers))  # fails on purpose: no version
-        unready_s = time.monotonic() - started
-        ok, index = self._index()
-        loaded = {e["name"] for e in index if e.get("state") in _BUSY} if ok else set()
-        steps: dict[str, set[str]] = {}
-        for model in loaded:
-            ok, config = self._api(lambda c, m=model: c.get_model_config(m, headers=headers))
-            scheduling = config.get("ensemble_scheduling", {}) if ok else {}
-            steps[model] = {s.get("model_name") for s in scheduling.get("step", [])}
-        waves, remaining = [], set(loaded)
-        while remaining and time.monotonic() < deadline:
-            used = set().union(*(steps[m] for m in remaining))
-            wave = sorted(remaining - used) or sorted(remaining)
-            for model in wave:
-                self._api(lambda c, m=model: c.unload_model(m, headers=headers))
-            while time.monotonic() < deadline:
-                ok, index = self._index()
-                if ok and not any(e.get("name") in wave and e.get("state") in _BUSY for e in index):
-                    break
-                time.sleep(_POLL_S)
-            waves.append(tuple(wave))
-            remaining -= set(wave)
-        report = DrainReport(unready_s, time.monotonic() - started, tuple(waves), not remaining)
-        self._log_event(logging.INFO, "drain: not ready after %.3f s, unloaded %s in %.2f s%s", unready_s,
-                        " then ".join(map(",".join, waves)) or "nothing", report.drained_s,
-                        "" if report.complete else f"; budget spent, still loaded: {sorted(remaining)}")  # fmt: skip
+        budget = self.exit_timeout_s if timeout_s is None else timeout_s
+        report = drain_server(
+            self.http_url, gate_repository=self._gate_dir, timeout_s=budget, headers=self._admin_headers()
+        )
+        waves = " then ".join(map(",".join, report.waves)) or "nothing"
+        left = "" if report.complete else f"; budget spent, still loaded: {list(report.left)}"
+        self._log_event(
+            logging.INFO,
+            "drain: not ready after %.3f s, unloaded %s in %.2f s%s",
+            report.unready_s,
+            waves,
+            report.drained_s,
+            left,
+        )
         self.last_drain = report
         return report
 
