@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tritonclient.grpc as grpcclient
 
-    from enrichment_light.processing.image import decode_image, letterbox
     from enrichment_light.devserver import EmbeddedServer
+    from enrichment_light.processing.image import decode_image, letterbox
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     repository = args.repository or build_untrained_repository(tmp)

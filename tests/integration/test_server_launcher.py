@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -20,8 +21,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from enrichment_light.errors import ServerStartError
 from enrichment_light.devserver import EmbeddedServer, check_port_free, find_free_port, prepare_server_home
+from enrichment_light.errors import ServerStartError
 
 ServerFactory = Callable[..., EmbeddedServer]  # the triton_server_factory fixture
 RepositoryFactory = Callable[..., Path]  # the test_model_repository fixture
@@ -371,3 +372,104 @@ def test_server_shim_reexports_devserver_with_deprecation_warning_when_imported(
     same, warned = out.strip().splitlines()
     assert same == "True True"
     assert "enrichment_light.server is deprecated; import from enrichment_light.devserver" in warned
+
+
+# ------------------------------------------------------------------------- starts under gRPC load
+
+
+def _restart_under_grpc_load(repo: Path, log_dir: Path, restarts: int) -> list[str]:
+    """Start and stop a server ``restarts`` times while four threads keep gRPC calls in flight on another one.
+
+    Returns the failed starts (empty when every start succeeded and answered).
+    """
+    busy = EmbeddedServer(repo, log_path=log_dir / "busy.log").start()
+    stop, calls, errors = threading.Event(), [0], []
+
+    def load() -> None:
+        with grpcclient.InferenceServerClient(busy.grpc_url) as client:
+            while not stop.is_set():
+                try:
+                    _infer_grpc_with(client)
+                    calls[0] += 1
+                except InferenceServerException as err:  # recorded; the busy server must keep serving
+                    errors.append(str(err))
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(4)]
+    failed = []
+    try:
+        for t in threads:
+            t.start()
+        for i in range(restarts):
+            before = calls[0]
+            while calls[0] == before:  # gRPC calls are really in flight while the child starts
+                time.sleep(0.01)
+            server = EmbeddedServer(repo, log_path=log_dir / f"restart-{i}.log", allow_metrics=False)
+            try:
+                server.start()
+                out0, _ = _infer_grpc(server.grpc_url)
+                np.testing.assert_array_equal(out0, X + Y)
+            except (ServerStartError, AssertionError, InferenceServerException) as err:
+                failed.append(f"start {i}: {str(err)[:300]}")
+            finally:
+                server.stop()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        busy.stop()
+    assert not errors, errors[:3]
+    return failed
+
+
+def _infer_grpc_with(client: grpcclient.InferenceServerClient) -> None:
+    inputs = [
+        grpcclient.InferInput("INPUT0", list(X.shape), "FP32"),
+        grpcclient.InferInput("INPUT1", list(Y.shape), "FP32"),
+    ]
+    inputs[0].set_data_from_numpy(X)
+    inputs[1].set_data_from_numpy(Y)
+    client.infer("add_sub", inputs)
+
+
+@pytest.mark.integration
+def test_embedded_server_starts_every_time_when_other_threads_keep_grpc_calls_in_flight(
+    test_model_repository: RepositoryFactory, tmp_path: Path
+) -> None:
+    assert _restart_under_grpc_load(test_model_repository("add_sub"), tmp_path, restarts=3) == []
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_embedded_server_starts_50_times_when_other_threads_keep_grpc_calls_in_flight(
+    test_model_repository: RepositoryFactory, tmp_path: Path
+) -> None:
+    assert _restart_under_grpc_load(test_model_repository("add_sub"), tmp_path, restarts=50) == []
+
+
+@pytest.mark.integration
+def test_embedded_server_child_gets_sigterm_when_its_parent_process_dies(
+    test_model_repository: RepositoryFactory, tmp_path: Path
+) -> None:
+    """The server is started from a worker thread that then ends; the parent is SIGKILLed later."""
+    repo = test_model_repository("add_sub")
+    script = textwrap.dedent(
+        f"""
+        import threading, time
+        from enrichment_light.devserver import EmbeddedServer
+        server = EmbeddedServer({str(repo)!r}, log_path={str(tmp_path / "orphan.log")!r})
+        worker = threading.Thread(target=server.start)
+        worker.start(); worker.join()
+        print("PID", server.pid, server.server_id, flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    _, pid, server_id = proc.stdout.readline().split()
+    assert _triton_processes(int(pid), server_id), "the server did not start"
+    proc.kill()  # SIGKILL: no atexit, no stop(); only the death signal can end the server
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while _triton_processes(int(pid), server_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _triton_processes(int(pid), server_id) == []
