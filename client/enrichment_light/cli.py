@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
 
-from enrichment_light import contract as ct
-from enrichment_light._transport import PROTOCOLS, URL_ENV
-from enrichment_light.errors import EnrichmentError
+from enrichment_light.client.transport import PROTOCOLS, URL_ENV
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError
 
 logger = logging.getLogger("enrichment_light.cli")
 
@@ -129,8 +129,8 @@ def analyze(
         result = client.enrich(data, conf=conf, iou=iou)
         record: dict[str, Any] = {"path": str(path), "result": result.to_dict()}
         if annotate_dir is not None:
-            from enrichment_light.annotate import draw_enrichment, save_annotated
-            from enrichment_light.processing.image import decode_image
+            from enrichment_light.client.annotate import draw_enrichment, save_annotated
+            from enrichment_light.core.processing.image import decode_image
 
             with used_lock:
                 target = annotated_path(annotate_dir, path, index, used)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from enrichment_light._files import atomic_output  # noqa: F401  (re-exported for the exporters)
+from enrichment_light.core.files import atomic_output  # noqa: F401  (re-exported for the exporters)
 
 _CHUNK = 1 << 20
 
@@ -52,7 +52,7 @@ def checked_path(path: str | os.PathLike[str], *, allowed_roots: object = None) 
 
     Existence is left to the caller, whose error message can say what to do.
     """
-    from enrichment_light.paths import validate_model_path
+    from enrichment_light.core.paths import validate_model_path
 
     kwargs = {} if allowed_roots is None else {"allowed_roots": allowed_roots}
     return Path(validate_model_path(path, must_exist=False, **kwargs))

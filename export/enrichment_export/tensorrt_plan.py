@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file, timed_step
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
 from enrichment_light.serving.params import FALSE_WORDS, TRUE_WORDS
 
 LOGGER = logging.getLogger(__name__)

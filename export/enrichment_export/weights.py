@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
 
 LOGGER = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from enrichment_light.contract import (
+from enrichment_light.client.results import POSE_CLASS_ORDER, PoseResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     KEYPOINTS,
@@ -29,9 +30,9 @@ from enrichment_light.contract import (
     SUSPICIOUS,
     model_spec,
 )
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing import pose_rules
-from enrichment_light.processing.detection import (
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing import pose_rules
+from enrichment_light.core.processing.detection import (
     Detections,
     PoseDetections,
     nms,
@@ -45,8 +46,7 @@ from enrichment_light.processing.detection import (
     unpad_detections,
     unpad_pose,
 )
-from enrichment_light.processing.image import LetterboxInfo
-from enrichment_light.results import POSE_CLASS_ORDER, PoseResult
+from enrichment_light.core.processing.image import LetterboxInfo
 
 A = 8400
 _SORT_CALL = "scores.argsort(0, descending=True)"

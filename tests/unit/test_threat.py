@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from enrichment_light.contract import (
+from enrichment_light.client.results import Severity, ThreatResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     MAX_DETECTIONS,
@@ -22,7 +23,7 @@ from enrichment_light.contract import (
     THREAT_TYPE,
     model_spec,
 )
-from enrichment_light.processing.threat import (
+from enrichment_light.core.processing.threat import (
     TAXONOMY_ENV,
     ThreatDetections,
     ThreatTaxonomy,
@@ -30,7 +31,6 @@ from enrichment_light.processing.threat import (
     normalize_name,
     select_threats,
 )
-from enrichment_light.results import Severity, ThreatResult
 
 
 def coco_names() -> dict[int, str]:
@@ -110,7 +110,7 @@ def test_taxonomy_resolve_maps_by_name_when_custom_model_has_four_classes(taxono
 
 
 def test_taxonomy_resolve_reports_default_severity_and_warns_when_name_unmapped(taxonomy, caplog):
-    with caplog.at_level(logging.WARNING, logger="enrichment_light.processing.threat"):
+    with caplog.at_level(logging.WARNING, logger="enrichment_light.core.processing.threat"):
         mapping = taxonomy.resolve(["person", "Grenade"])
     assert mapping.unmapped == ("Grenade",)
     assert mapping.is_threat.tolist() == [False, True]

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light._inputs import ImageInput
-from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import EnrichmentError, ModelNotReadyError
-from enrichment_light.results import PoseClass, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.inputs import ImageInput
+from enrichment_light.client.results import PoseClass, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.sync import EnrichmentClient
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError
 from enrichment_light.serving.params import TRUE_WORDS
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ class _TritonModel:
 
     @staticmethod
     def _validate(model_path: str | os.PathLike[str]) -> str:
-        from enrichment_light.paths import validate_model_path
+        from enrichment_light.core.paths import validate_model_path
 
         return str(validate_model_path(model_path, must_exist=False))
 
@@ -204,7 +204,7 @@ class PersonReID(_TritonModel):
 
     def compute_similarity(self, embedding1: Any, embedding2: Any) -> float:
         """Cosine similarity of two embeddings (lists, arrays or ``ReIDResult``), in [-1, 1]."""
-        from enrichment_light.processing.reid import cosine_similarity
+        from enrichment_light.core.processing.reid import cosine_similarity
 
         return cosine_similarity(_embedding(embedding1), _embedding(embedding2))
 

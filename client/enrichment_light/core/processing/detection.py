@@ -15,7 +15,7 @@ torchvision.
 
 The padding helpers convert between per-image results and the fixed-size, zero-padded arrays of
 the Triton postprocessors (EfficientNMS convention: ``MAX_DETECTIONS`` rows plus a count), keyed
-by the tensor names of :mod:`enrichment_light.contract`.
+by the tensor names of :mod:`enrichment_light.core.contract`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.client.results import POSE_CLASS_ORDER, Keypoint, PoseResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     KEYPOINT_DIMS,
@@ -40,9 +41,8 @@ from enrichment_light.contract import (
     SCORES,
     SUSPICIOUS,
 )
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.image import LetterboxInfo
-from enrichment_light.results import POSE_CLASS_ORDER, Keypoint, PoseResult
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.image import LetterboxInfo
 
 __all__ = [
     "MAX_NMS",
@@ -176,7 +176,7 @@ class PoseDetections:
         )
 
     def to_results(self) -> list[PoseResult]:
-        """One :class:`~enrichment_light.results.PoseResult` per person, in score order.
+        """One :class:`~enrichment_light.client.results.PoseResult` per person, in score order.
 
         Confidences are clipped to ``[0, 1]`` (the model's sigmoid outputs can only leave that
         range by rounding), so the results' validation never rejects real model output.
@@ -410,7 +410,7 @@ def postprocess_pose(
         conf: Person score threshold (strictly above).
         iou: NMS IoU threshold (strictly above suppresses).
         max_det: Most persons per image.
-        rules: A :class:`~enrichment_light.processing.pose_rules.PoseRules`; ``None`` uses the
+        rules: A :class:`~enrichment_light.core.processing.pose_rules.PoseRules`; ``None`` uses the
             defaults.
 
     Returns:
@@ -419,7 +419,7 @@ def postprocess_pose(
     Raises:
         InvalidInputError: Bad shapes, dtypes or thresholds.
     """
-    from enrichment_light.processing import pose_rules
+    from enrichment_light.core.processing import pose_rules
 
     _check_thresholds(conf, iou, max_det)
     pred = _check_raw(raw, POSE_RAW_CHANNELS)
@@ -537,7 +537,7 @@ def unpad_pose(outputs: Mapping[str, np.ndarray]) -> PoseDetections:
 
 
 def pose_results(outputs: Mapping[str, np.ndarray]) -> list[PoseResult]:
-    """Padded pose outputs of one image -> a list of :class:`~enrichment_light.results.PoseResult`."""
+    """Padded pose outputs of one image -> a list of :class:`~enrichment_light.client.results.PoseResult`."""
     return unpad_pose(outputs).to_results()
 
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichment_light.contract import EMBEDDING_DIMENSION, KEYPOINT_NAMES
+from enrichment_light.core.contract import EMBEDDING_DIMENSION, KEYPOINT_NAMES
 
 
 class PoseClass(str, enum.Enum):

@@ -33,7 +33,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.client.results import SEVERITY_ORDER, Severity, ThreatDetection, ThreatResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     MAX_DETECTIONS,
@@ -43,8 +44,7 @@ from enrichment_light.contract import (
     SEVERITY,
     THREAT_TYPE,
 )
-from enrichment_light.errors import EnrichmentError
-from enrichment_light.results import SEVERITY_ORDER, Severity, ThreatDetection, ThreatResult
+from enrichment_light.core.errors import EnrichmentError
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ class ThreatDetections:
         return int(self.severity.max()) if len(self) else 0
 
     def to_result(self, *, inference_time_ms: float = 0.0, backend: str = "unknown") -> ThreatResult:
-        """Convert to the typed, seed-compatible :class:`~enrichment_light.results.ThreatResult`."""
+        """Convert to the typed, seed-compatible :class:`~enrichment_light.client.results.ThreatResult`."""
         threats = [
             ThreatDetection(
                 threat_type=str(self.threat_type[i]),
