@@ -30,6 +30,7 @@ MOVED: dict[str, str] = {
     "enrichment_light.facades": "enrichment_light.client.facades",
     "enrichment_light.gallery": "enrichment_light.client.gallery",
     "enrichment_light.annotate": "enrichment_light.client.annotate",
+    "enrichment_light.serving.params": "enrichment_light.core.params",
 }
 
 #: Old modules whose contents now live in several modules.

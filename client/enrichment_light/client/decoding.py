@@ -6,9 +6,21 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from enrichment_light.client.results import EnrichmentResult, PersonResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.results import (
+    POSE_CLASS_ORDER,
+    SEVERITY_ORDER,
+    EnrichmentResult,
+    Keypoint,
+    PersonResult,
+    PoseResult,
+    ReIDResult,
+    ThreatDetection,
+    ThreatResult,
+)
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.detection import PoseDetections
+from enrichment_light.core.processing.threat import ThreatDetections
 
 # --------------------------------------------------------------------------------------------
 # Decoding padded outputs (EfficientNMS convention: fixed-size arrays plus a count)
@@ -38,6 +50,53 @@ ENRICH_POSE_NAMES = {
 }
 
 
+def pose_results_of(poses: PoseDetections) -> list[PoseResult]:
+    """One :class:`~enrichment_light.client.results.PoseResult` per person, in score order.
+
+    Confidences are clipped to ``[0, 1]`` (the model's sigmoid outputs can only leave that
+    range by rounding), so the results' validation never rejects real model output.
+    """
+    out: list[PoseResult] = []
+    kpts = poses.keypoints.astype(np.float64)
+    kconf = np.clip(np.nan_to_num(kpts[..., 2]), 0.0, 1.0)
+    scores = np.clip(poses.scores.astype(np.float64), 0.0, 1.0)
+    pose_conf = np.clip(np.nan_to_num(poses.pose_confidence.astype(np.float64)), 0.0, 1.0)
+    for i in range(len(poses)):
+        keypoints = [
+            Keypoint(name, float(kpts[i, k, 0]), float(kpts[i, k, 1]), float(kconf[i, k]))
+            for k, name in enumerate(ct.KEYPOINT_NAMES)
+        ]
+        pose_class = POSE_CLASS_ORDER[int(poses.pose_class[i])]
+        out.append(
+            PoseResult(
+                keypoints=keypoints,
+                pose_class=pose_class,
+                confidence=float(pose_conf[i]),
+                is_suspicious=pose_class.is_suspicious,
+                bbox=tuple(float(v) for v in poses.xyxy[i]),
+                score=float(scores[i]),
+            )
+        )
+    return out
+
+
+def threat_result_of(
+    threats: ThreatDetections, *, inference_time_ms: float = 0.0, backend: str = "unknown"
+) -> ThreatResult:
+    """The typed, seed-compatible :class:`~enrichment_light.client.results.ThreatResult` of `threats`."""
+    detections = [
+        ThreatDetection(
+            threat_type=str(threats.threat_type[i]),
+            confidence=float(threats.scores[i]),
+            bbox=[float(v) for v in threats.xyxy[i]],
+            severity=SEVERITY_ORDER[int(threats.severity[i])],
+            class_name=str(threats.class_name[i]),
+        )
+        for i in range(len(threats))
+    ]
+    return ThreatResult.from_threats(detections, inference_time_ms=inference_time_ms, backend=backend)
+
+
 def decode_threats(
     padded: Mapping[str, np.ndarray],
     *,
@@ -46,20 +105,18 @@ def decode_threats(
     class_names: Sequence[str] | None = None,
 ) -> ThreatResult:
     """Padded threat tensors of one image (no batch axis) -> :class:`ThreatResult`."""
-    from enrichment_light.core.processing.threat import ThreatDetections
-
     try:
         dets = ThreatDetections.from_padded(padded, class_names=class_names)
     except ValueError as err:
         raise InvalidInputError(f"malformed threat outputs from the server: {err}") from err
-    return dets.to_result(inference_time_ms=elapsed_ms, backend=backend)
+    return threat_result_of(dets, inference_time_ms=elapsed_ms, backend=backend)
 
 
 def decode_poses(padded: Mapping[str, np.ndarray]) -> list[PoseResult]:
     """Padded pose tensors of one image (no batch axis) -> one :class:`PoseResult` per person."""
-    from enrichment_light.core.processing.detection import pose_results
+    from enrichment_light.core.processing.detection import unpad_pose
 
-    return pose_results(padded)
+    return pose_results_of(unpad_pose(padded))
 
 
 def reid_results(embeddings: np.ndarray) -> list[ReIDResult]:

@@ -39,20 +39,11 @@ from enrichment_light.client.results import PoseClass, PoseResult, ReIDResult, T
 from enrichment_light.client.sync import EnrichmentClient
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError
-from enrichment_light.serving.params import TRUE_WORDS
+from enrichment_light.core.flags import env_flag
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOAD_TIMEOUT_S = 120.0
-
-
-def env_flag(*names: str) -> bool | None:
-    """The first of the environment variables `names` that is set, as a bool (None if none is)."""
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None and value.strip() != "":
-            return value.strip().lower() in TRUE_WORDS
-    return None
 
 
 def _embedding(value: Any) -> np.ndarray:
@@ -88,7 +79,7 @@ class _TritonModel:
         self.model_path = None if model_path is None else self._validate(model_path)
         self.device = device
         if use_tensorrt is None:
-            use_tensorrt = bool(env_flag(*self.tensorrt_env)) if self.tensorrt_env else False
+            use_tensorrt = env_flag(self.tensorrt_env, default=False)
         self.use_tensorrt = bool(use_tensorrt)
         self.options = dict(options)  # seed-only options (engine paths, fp16...): reported, not used
         self.load_timeout_s = float(load_timeout_s)

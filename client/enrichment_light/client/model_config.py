@@ -57,7 +57,7 @@ def config_body(config: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
     """A model config's ``parameters`` as a plain ``{key: string_value}`` dict."""
-    from enrichment_light.serving.params import parameters
+    from enrichment_light.core.params import parameters
 
     return parameters(config_body(config))
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
-from enrichment_light.serving.params import get_bool, get_int
+from enrichment_light.core.params import get_bool, get_int
 from enrichment_light.serving.pipeline import check_tensor
 
 
@@ -110,7 +110,7 @@ def python_model_class(pb: Any) -> type:
     The model name in the config selects the contract; the ONNX file and the onnxruntime threads
     come from the config parameters. `pb` is ``triton_python_backend_utils`` (stub-only).
     """
-    from enrichment_light.serving.params import parameters
+    from enrichment_light.core.params import parameters
     from enrichment_light.serving.triton import input_array, to_responses
 
     class TritonPythonModel:

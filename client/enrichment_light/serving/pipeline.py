@@ -19,12 +19,12 @@ import numpy as np
 
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.params import get_float, get_int, get_json, subset
 from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
 from enrichment_light.core.processing.image import decode_image, letterbox
 from enrichment_light.core.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
 from enrichment_light.core.processing.reid import crop_persons
 from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, select_threats
-from enrichment_light.serving.params import get_float, get_int, get_json, subset
 
 Outputs = dict[str, np.ndarray]
 Result = Outputs | InvalidInputError

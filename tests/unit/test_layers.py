@@ -1,4 +1,4 @@
-"""Old import paths keep working for one release, warn, and resolve to the moved modules."""
+"""The layout change: old import paths keep working and warn; serve finds the exporters by entry point."""
 
 from __future__ import annotations
 
@@ -101,3 +101,22 @@ def test_package_modules_import_without_deprecation_warning_when_imported_fresh(
     )
     assert len(names) > 20
     assert done.returncode == 0, done.stderr
+
+
+def test_build_cpu_repository_raises_one_line_error_when_no_builder_is_registered(monkeypatch, tmp_path):
+    from enrichment_light import cli
+    from enrichment_light.core.errors import EnrichmentError
+
+    monkeypatch.setattr(cli.importlib.metadata, "entry_points", lambda **_kw: ())
+    with pytest.raises(EnrichmentError, match=r"pip install 'enrichment-light\[export,serve\]'"):
+        cli.build_cpu_repository(tmp_path / "repo", untrained=True)
+
+
+def test_build_cpu_repository_finds_the_exporters_through_their_entry_point_when_installed():
+    from importlib.metadata import entry_points
+
+    from enrichment_export.cpu_repository import build_cpu_repository
+    from enrichment_light.cli import REPOSITORY_BUILDERS
+
+    (found,) = entry_points(group=REPOSITORY_BUILDERS, name="cpu")
+    assert found.load() is build_cpu_repository
