@@ -29,10 +29,10 @@ import pytest
 from _client_fixtures import *  # noqa: F403  (the client_repository fixture)
 from _robustness_fixtures import photos
 
-from enrichment_light.aio import AsyncEnrichmentClient
 from enrichment_light.client import EnrichmentClient
+from enrichment_light.client.aio import AsyncEnrichmentClient
+from enrichment_light.client.results import EnrichmentResult
 from enrichment_light.devserver import EmbeddedServer, find_free_port, procfs
-from enrichment_light.results import EnrichmentResult
 
 CLIENT = {"retries": 5, "backoff_s": 0.2, "timeout_s": 20.0}
 SHM = "triton_python_backend_shm_region_"

@@ -37,15 +37,15 @@ from _robustness_fixtures import (
     unlink_orphaned_regions,
 )
 
-from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.devserver import EmbeddedServer, find_free_port, stub_process
-from enrichment_light.errors import (
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import (
     EnrichmentError,
     ModelNotReadyError,
     ModelRestartingError,
     ServerUnavailableError,
 )
+from enrichment_light.devserver import EmbeddedServer, find_free_port, stub_process
 
 TIMEOUT_S = 10.0
 BUS, ZIDANE = photos()

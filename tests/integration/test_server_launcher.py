@@ -21,8 +21,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
+from enrichment_light.core.errors import ServerStartError
 from enrichment_light.devserver import EmbeddedServer, check_port_free, find_free_port, prepare_server_home
-from enrichment_light.errors import ServerStartError
 
 ServerFactory = Callable[..., EmbeddedServer]  # the triton_server_factory fixture
 RepositoryFactory = Callable[..., Path]  # the test_model_repository fixture
@@ -378,7 +378,7 @@ def test_server_shim_reexports_devserver_with_deprecation_warning_when_imported(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     same, warned = out.strip().splitlines()
     assert same == "True True"
-    assert "enrichment_light.server is deprecated; import from enrichment_light.devserver" in warned
+    assert "enrichment_light.server is deprecated" in warned and "import enrichment_light.devserver instead" in warned
 
 
 # ------------------------------------------------------------------------- starts under gRPC load

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from enrichment_light._transport import (
+from enrichment_light.client.transport import (
     Endpoint,
     RetryPolicy,
     RoundRobin,
@@ -15,7 +15,7 @@ from enrichment_light._transport import (
     parse_endpoints,
     translate_error,
 )
-from enrichment_light.errors import (
+from enrichment_light.core.errors import (
     AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
@@ -193,7 +193,7 @@ def test_client_call_retries_with_backoff_when_stub_restarts_or_server_unavailab
     from enrichment_light.client import EnrichmentClient
 
     sleeps: list[float] = []
-    monkeypatch.setattr("enrichment_light.client.time.sleep", sleeps.append)
+    monkeypatch.setattr("enrichment_light.client.sync.time.sleep", sleeps.append)
     status = "StatusCode.INTERNAL" if flaky == DEAD_STUB else "StatusCode.UNAVAILABLE"
     calls = []
 
@@ -212,7 +212,7 @@ def test_client_call_retries_with_backoff_when_stub_restarts_or_server_unavailab
 def test_client_call_raises_model_restarting_when_retries_run_out(monkeypatch):
     from enrichment_light.client import EnrichmentClient
 
-    monkeypatch.setattr("enrichment_light.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("enrichment_light.client.sync.time.sleep", lambda s: None)
 
     def fn(raw, endpoint):
         raise InferenceServerException(msg=DEAD_STUB, status="StatusCode.INTERNAL")
@@ -305,7 +305,7 @@ def test_failover_steps_never_retry_or_probe_when_input_is_invalid():
 
 def test_failover_steps_stop_at_the_overall_deadline_when_every_server_is_down(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr("enrichment_light._transport.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("enrichment_light.client.transport.time.monotonic", lambda: now[0])
     steps = failover_steps(RetryPolicy(retries=50, backoff_s=1.0, deadline_s=5.0), [A, B], model="pose")
     step, calls = next(steps), 0
     with pytest.raises(ServerUnavailableError):
@@ -328,8 +328,8 @@ def test_client_call_fails_over_to_second_url_when_first_is_shutting_down(kind, 
     """Both clients drive the same decisions: NOT_FOUND from a draining server -> probe -> next URL."""
     import asyncio
 
-    from enrichment_light.aio import AsyncEnrichmentClient
     from enrichment_light.client import EnrichmentClient
+    from enrichment_light.client.aio import AsyncEnrichmentClient
 
     calls: list[str] = []
 

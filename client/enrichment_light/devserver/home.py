@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from enrichment_light.errors import ServerStartError
+from enrichment_light.core.errors import ServerStartError
 
 CACHE_DIR_ENV = "ENRICHMENT_LIGHT_CACHE_DIR"
 STUB_NAME = "triton_python_backend_stub"

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from enrichment_light.core.errors import ServerStartError
 from enrichment_light.devserver import procfs
 from enrichment_light.devserver.home import ServerHome, prepare_server_home
 from enrichment_light.devserver.spawn import spawn
 from enrichment_light.devserver.watchdog import DEFAULT_WATCHDOG_INTERVAL_S, StubWatchdog
-from enrichment_light.errors import ServerStartError
 
 ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"

@@ -29,8 +29,8 @@ from typing import Literal
 
 import numpy as np
 
-from enrichment_light.contract import GRPC_PORT, HTTP_PORT
-from enrichment_light.errors import (
+from enrichment_light.core.contract import GRPC_PORT, HTTP_PORT
+from enrichment_light.core.errors import (
     AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
