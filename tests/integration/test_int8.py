@@ -102,9 +102,10 @@ def test_build_repository_int8_is_served_and_reported_when_exported_int8(
     assert pose.forced and not pose.report.passed
     reid = onnx_export.export_onnx(ct.REID_MODEL, onnx_export.untrained_model(ct.REID_MODEL), art / "reid.onnx")
     onnx = {ct.POSE_MODEL: pose.path, ct.THREAT_MODEL: threat.path, ct.REID_MODEL: reid.path}
+    roots = [tmp_path, threat.path.parent]
     with pytest.raises(ValueError, match="--precision fp32 but these ONNX files are INT8"):
-        build_repository(tmp_path / "refused", onnx=onnx, precision="fp32", allowed_roots=[tmp_path])
-    result = build_repository(tmp_path / "repo", onnx=onnx, precision="int8", allowed_roots=[tmp_path])
+        build_repository(tmp_path / "refused", onnx=onnx, precision="fp32", allowed_roots=roots)
+    result = build_repository(tmp_path / "repo", onnx=onnx, precision="int8", allowed_roots=roots)
     models = result.manifest["models"]
     assert [models[m]["precision"] for m in ct.INFERENCE_MODELS] == ["int8", "int8", "fp32"]
     assert models[ct.THREAT_MODEL]["int8_accuracy"]["passed"] is True
