@@ -39,8 +39,8 @@ os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-")
 import numpy as np
 
 from enrichment_export import onnx_export, quantize
-from enrichment_light import contract as ct
 from enrichment_light.cli import sample_images
+from enrichment_light.core import contract as ct
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CHECKPOINT_CACHE = Path.home() / ".cache" / "enrichment-light" / "test-checkpoints"

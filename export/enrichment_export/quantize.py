@@ -36,9 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_export._progress import atomic_output, format_bytes, sha256_file, timed_step
-from enrichment_light import contract
-from enrichment_light.errors import EnrichmentError, ModelFileError
+from enrichment_export.files import sha256_file
+from enrichment_export.steps import format_bytes, timed_step
+from enrichment_light.core import contract
+from enrichment_light.core.errors import EnrichmentError, ModelFileError
+from enrichment_light.core.files import atomic_output
 
 LOGGER = logging.getLogger(__name__)
 
@@ -284,7 +286,7 @@ def load_frames(files: Sequence[str | os.PathLike[str]]) -> list[np.ndarray]:
     Raises:
         CalibrationError: A file cannot be read or decoded (the message names it).
     """
-    from enrichment_light.processing.image import decode_image
+    from enrichment_light.core.processing.image import decode_image
 
     frames = []
     for f in files:
@@ -327,7 +329,7 @@ def person_windows(image: np.ndarray, *, count: int = OSNET_CROPS_PER_FRAME, see
     OSNet calibration needs crops, and a folder of frames has no boxes: windows at a few scales
     and positions cover people and background alike.
     """
-    from enrichment_light.processing.reid import resize_crop
+    from enrichment_light.core.processing.reid import resize_crop
 
     rng = np.random.default_rng(seed)
     h, w = image.shape[:2]
@@ -346,7 +348,7 @@ def model_inputs(model_name: str, frames: Sequence[np.ndarray]) -> list[np.ndarr
     Detectors get the Ultralytics letterbox (640x640, pad 114); OSNet gets person-shaped crops
     (:func:`person_windows`, several per frame).
     """
-    from enrichment_light.processing.image import letterbox
+    from enrichment_light.core.processing.image import letterbox
 
     if model_name == contract.REID_MODEL:
         return [c[None] for i, f in enumerate(frames) for c in person_windows(f, seed=i)]
@@ -363,12 +365,12 @@ def packaged_sample_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
     Raises:
         CalibrationError: The sample photos are not installed.
     """
-    from enrichment_light.cli import sample_images
+    from ultralytics.utils import ASSETS
 
-    samples = {p.name: p for p in sample_images()}
-    if not {"bus.jpg", "zidane.jpg"} <= set(samples):
+    samples = [Path(ASSETS) / "bus.jpg", Path(ASSETS) / "zidane.jpg"]
+    if not all(p.is_file() for p in samples):
         raise CalibrationError("no --calibration folder given and Ultralytics' sample photos are not installed")
-    bus, zidane = load_frames([samples["bus.jpg"], samples["zidane.jpg"]])
+    bus, zidane = load_frames(samples)
     return augment(bus, seed=1), augment(zidane, seed=2)
 
 
@@ -544,7 +546,7 @@ def match_detections(
 
 
 def _detector_outputs(model_name: str, raw: np.ndarray, info: Any, conf: float, iou: float) -> Any:
-    from enrichment_light.processing.detection import postprocess_detections, postprocess_pose
+    from enrichment_light.core.processing.detection import postprocess_detections, postprocess_pose
 
     if model_name == contract.POSE_MODEL:
         return postprocess_pose(raw, [info], conf=conf, iou=iou)[0]
@@ -580,7 +582,7 @@ def accuracy_gate(
         The :class:`AccuracyReport`. A detector whose FP32 model finds nothing on the frames
         fails: there is nothing to judge it on.
     """
-    from enrichment_light.processing.image import letterbox
+    from enrichment_light.core.processing.image import letterbox
 
     thresholds = thresholds or AccuracyThresholds()
     if not frames:

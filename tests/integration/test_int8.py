@@ -17,10 +17,10 @@ from _real_checkpoint import cache_dir, fall_detection_checkpoint
 
 from enrichment_export import onnx_export, quantize
 from enrichment_export.repository import build_repository
-from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.processing.detection import postprocess_detections
-from enrichment_light.processing.image import decode_image, letterbox
+from enrichment_light.core import contract as ct
+from enrichment_light.core.processing.detection import postprocess_detections
+from enrichment_light.core.processing.image import decode_image, letterbox
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 from enrichment_export import cli as export_cli
 from enrichment_export import quantize
 from enrichment_export.repository import _check_precision, precision_entry
-from enrichment_light import contract as ct
-from enrichment_light._core import backend_from_config
 from enrichment_light.cli import health_table
+from enrichment_light.client.model_config import backend_from_config
+from enrichment_light.core import contract as ct
 
 BOX = [10.0, 10.0, 110.0, 210.0]
 
