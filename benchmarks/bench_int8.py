@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/bench_int8.py                # ~2-4 min on 2 cores
     python benchmarks/bench_int8.py --rounds 5     # quicker, noisier
+    python benchmarks/bench_int8.py --recipes      # what stays float: the measurements behind the defaults
 
 Writes ``benchmarks/results/int8.{json,md}`` (``--out``). ``compare.py`` can call
 :func:`prepare_int8_models` (the ONNX files and gate reports) and :func:`run_int8_benchmark`.
@@ -132,6 +133,50 @@ def run_int8_benchmark(
     return {"rows": rows, "rounds": rounds, "threads": threads}
 
 
+def recipes(model: str) -> dict[str, quantize.QuantizationRecipe]:
+    """The alternatives measured against the default recipe of `model` (``docs/int8.md``)."""
+    keep = quantize.default_recipe(model).keep_float
+    out = {
+        "whole graph": quantize.QuantizationRecipe(op_types=(), keep_float=()),
+        "Conv only, keep_float": quantize.QuantizationRecipe(op_types=("Conv",), keep_float=keep),
+        "all ops, keep_float": quantize.QuantizationRecipe(op_types=(), keep_float=keep),
+        "default": quantize.default_recipe(model),
+    }
+    if model == ct.REID_MODEL:
+        del out["all ops, keep_float"]  # that is the default
+        out["default, depthwise float"] = quantize.QuantizationRecipe(
+            op_types=(), keep_float=keep, float_depthwise=True
+        )
+    return out
+
+
+def run_recipe_comparison(*, rounds: int = 10, threads: int = 2, threat_weights: Path | None = None) -> list[dict]:
+    """Every recipe of :func:`recipes` for the three models: gate figures and interleaved speed-up."""
+    calibration, held_out = frames()
+    weights = threat_weights or fall_detection_checkpoint()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-int8-recipes-") as tmp:
+        for name in (ct.THREAT_MODEL, ct.POSE_MODEL, ct.REID_MODEL):
+            source = weights if name == ct.THREAT_MODEL else onnx_export.untrained_model(name)
+            fp32 = Path(tmp) / name / "fp32.onnx"
+            roots = [Path(weights).parent] if name == ct.THREAT_MODEL else None
+            onnx_export.export_onnx(name, source, fp32, allowed_roots=roots)
+            inputs = quantize.model_inputs(name, calibration)
+            held_inputs = quantize.model_inputs(name, held_out)
+            batch = np.concatenate(held_inputs)[:REID_BATCH] if name == ct.REID_MODEL else held_inputs[0]
+            for label, recipe in recipes(name).items():
+                path = quantize.quantize_onnx(
+                    fp32, Path(tmp) / name / "int8.onnx", inputs, model_name=name, recipe=recipe
+                )
+                report = quantize.accuracy_gate(name, fp32, path, held_out)
+                speed = quantize.compare_speed(name, fp32, path, batch, rounds=rounds, threads=threads)
+                rows.append(
+                    {"model": name, "recipe": label, "speedup": round(speed.speedup, 3), "gate": report.to_dict()}
+                )
+                print(f"{name:15s} {label:26s} {speed.speedup:.2f}x  {report.summary()}", flush=True)
+    return rows
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The result as a Markdown table."""
     lines = [
@@ -163,7 +208,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
     p.add_argument("--threat-weights", type=Path, help="trained detect checkpoint (default: the fall detector)")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--recipes", action="store_true", help="compare the quantisation recipes instead")
     args = p.parse_args(argv)
+    if args.recipes:
+        rows = run_recipe_comparison(rounds=args.rounds, threads=args.threads, threat_weights=args.threat_weights)
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "int8-recipes.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+        return 0
     result = run_int8_benchmark(rounds=args.rounds, threads=args.threads, threat_weights=args.threat_weights)
     result.update({"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "cpu": platform.processor()})
     result["cpu_count"] = os.cpu_count()

@@ -177,7 +177,7 @@ class AccuracyReport:
 
     Attributes:
         model_name: Contract model name.
-        frames: Held-out frames compared.
+        frames: Held-out frames compared (OSNet: held-out crops).
         passed: Every threshold met.
         failures: One line per threshold missed.
         fp32_detections: Detections of the FP32 model (detectors).
@@ -217,7 +217,8 @@ class AccuracyReport:
 
     def summary(self) -> str:
         """One line of the figures, e.g. for the CLI."""
-        parts = [f"{self.model_name}: {self.frames} held-out frames"]
+        unit = "crops" if self.min_cosine is not None else "frames"
+        parts = [f"{self.model_name}: {self.frames} held-out {unit}"]
         if self.recall is not None:
             parts.append(
                 f"recall {self.recall:.3f} precision {self.precision:.3f} "
