@@ -27,12 +27,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from enrichment_light.core import package_data
 from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
@@ -124,7 +124,7 @@ class ThreatTaxonomy:
         if path is None:
             path = os.environ.get(TAXONOMY_ENV) or None
         if path is None:
-            text = resources.files("enrichment_light").joinpath("data").joinpath(_PACKAGED).read_text(encoding="utf-8")
+            text = package_data.threat_taxonomy().read_text(encoding="utf-8")
             source = f"<packaged {_PACKAGED}>"
         else:
             source = os.fspath(path)
