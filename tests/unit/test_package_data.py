@@ -38,7 +38,7 @@ def test_model_source_ships_every_python_backend_model_when_asked_by_name():
     for name in python_models:
         committed = ROOT / "model_repository" / name / "1" / "model.py"
         assert package_data.model_source(name).read_bytes() == committed.read_bytes(), name
-    assert len(python_models) == 8
+    assert len(python_models) >= 8  # a new Python-backend model needs its link in _resources/models
 
 
 def test_model_source_raises_naming_known_models_when_name_is_unknown():

@@ -38,7 +38,10 @@ def model_source(name: str) -> Traversable:
     source = root().joinpath("models", f"{name}.py")
     if not source.is_file():
         known = sorted(p.name[: -len(".py")] for p in root().joinpath("models").iterdir() if p.name.endswith(".py"))
-        raise FileNotFoundError(f"no model.py ships for {name!r}; package data has {known}")
+        raise FileNotFoundError(
+            f"no model.py ships for {name!r}; package data has {known} (a new Python-backend model needs a link "
+            f"_resources/models/{name}.py -> model_repository/{name}/1/model.py)"
+        )
     return source
 
 
