@@ -31,7 +31,7 @@ if [[ $# -gt 1 || ( $# -eq 1 && "$1" != "--check-only" ) ]]; then
   exit 2
 fi
 if [[ ! -d "$onnx_dir" ]] || [[ -z "$(ls -A "$onnx_dir")" ]]; then
-  log "no ONNX models in $onnx_dir: export them first (enrichment-export onnx; README.md, "Deploy on a GPU host")"
+  log "no ONNX models in $onnx_dir: export them first (enrichment-export onnx; docs/tensorrt.md)"
   exit 2
 fi
 
