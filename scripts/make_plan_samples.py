@@ -1,7 +1,7 @@
 """Write ``export/enrichment_export/data/plan_samples.npz``: the plan verifier's real inputs.
 
 ``images``: Ultralytics' ``bus.jpg`` and ``zidane.jpg`` (AGPL-3.0, shipped in the ultralytics
-package) letterboxed to 640x640 by :func:`enrichment_light.processing.image.letterbox`, exactly as
+package) letterboxed to 640x640 by :func:`enrichment_light.core.processing.image.letterbox`, exactly as
 the ``preprocess`` model does. ``crops``: the six people in them, cropped with the serving crop
 function (``reid_crops``) from person boxes picked by hand (pixels of the original photos).
 Run once, with Ultralytics installed (only to find the photos): ``python scripts/make_plan_samples.py``.
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from enrichment_light.cli import sample_images
-from enrichment_light.processing.image import decode_image, letterbox
-from enrichment_light.processing.reid import extract_person_crops
+from enrichment_light.core.processing.image import decode_image, letterbox
+from enrichment_light.core.processing.reid import extract_person_crops
 
 OUT = Path(__file__).resolve().parents[1] / "export" / "enrichment_export" / "data" / "plan_samples.npz"
 PERSON_BOXES = {  # x1, y1, x2, y2 in the original photo

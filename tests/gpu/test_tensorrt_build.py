@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from enrichment_export import tensorrt_plan as tp
-from enrichment_light import contract
+from enrichment_light.core import contract
 
 pytestmark = pytest.mark.gpu
 TRITON_HOME = Path(os.environ.get("TRITON_HOME", "/opt/tritonserver"))

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enrichment_light.errors import EnrichmentError, InvalidInputError
-from enrichment_light.gallery import GALLERY_FORMAT_VERSION, GalleryFileError, GalleryMatch, PersonGallery
+from enrichment_light.client.gallery import GALLERY_FORMAT_VERSION, GalleryFileError, GalleryMatch, PersonGallery
+from enrichment_light.core.errors import EnrichmentError, InvalidInputError
 
 DIM = 512
 CAMERAS = ("cam0", "cam1", "cam2", "cam3")
