@@ -823,7 +823,7 @@ def build_repository(
                         cc: {"file": fn, "sha256": _sha256(check.files[cc]), "sidecar": check.sidecars[cc]}
                         for cc, fn in check.filenames.items()
                     }
-                    entry["precision"] = next(iter(check.sidecars.values())).get("precision", "")
+                    entry["plan_precision"] = next(iter(check.sidecars.values())).get("precision", "")
                 else:
                     entry["fallback"] = {"from": "tensorrt", "to": "onnxruntime", "reason": check.reason}
                 if check.rejected:

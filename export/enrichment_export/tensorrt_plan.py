@@ -17,7 +17,7 @@ with the NGC image). Only :func:`build_serialized_plan`, :func:`run_plan` and
 verifier as arguments, so it is tested without one.
 
 Precision: FP16 by default; ``fp32`` clears TF32 too; an ONNX with Q/DQ nodes (``enrichment-export
-onnx --int8``) is built as ``int8`` (TensorRT explicit quantisation) whatever was asked.
+onnx --precision int8``) is built as ``int8`` (TensorRT explicit quantisation) whatever was asked.
 """
 
 from __future__ import annotations
@@ -298,8 +298,8 @@ def _precision_for(onnx_file: Path, precision: str, *, has_qdq: bool | None) -> 
         return "int8"
     if precision == "int8" and not qdq:
         raise ValueError(
-            f"INT8 plans need a QDQ ONNX (enrichment-export onnx --int8); {onnx_file} has no Q/DQ nodes and TensorRT "
-            "calibration is not supported here"
+            f"INT8 plans need a QDQ ONNX (enrichment-export onnx --precision int8); {onnx_file} has no Q/DQ "
+            "nodes and TensorRT calibration is not supported here"
         )
     return precision
 

@@ -233,7 +233,7 @@ def test_tensorrt_target_uses_cc_model_filenames_when_plan_matches_onnx(tmp_path
     assert (result.out_dir / ct.POSE_MODEL / "1" / "model.sm86.plan").is_file()
     assert not (result.out_dir / ct.POSE_MODEL / "1" / "model.sm89.plan").exists()
     entry = result.manifest["models"][ct.POSE_MODEL]
-    assert entry["backend"] == "tensorrt" and entry["precision"] == "fp16"
+    assert entry["backend"] == "tensorrt" and entry["plan_precision"] == "fp16"
     assert "this GPU (NVIDIA RTX A400) is 8.6" in entry["rejected_plans"]["model.sm89.plan"]
     assert result.manifest["models"][ct.THREAT_MODEL]["backend"] == "onnxruntime"  # no plan for it
 
