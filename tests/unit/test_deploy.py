@@ -1054,3 +1054,9 @@ def test_plan_import_check_detects_a_missing_extra_when_image_installs_base_whee
     provided = _provided_distributions(list(project["dependencies"]))
     assert {"numpy", "tritonclient", "protobuf", "opencv-python-headless"} <= provided
     assert not {"polygraphy", "onnxruntime", "onnx"} & provided  # without [plan] these would be missing
+
+
+def test_build_plans_script_exits_2_when_osnet_tensorrt_is_not_0_or_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENRICHMENT_OSNET_TENSORRT", "yes")
+    proc, calls = _run_build_plans(tmp_path, extra_env=True)
+    assert proc.returncode == 2 and "ENRICHMENT_OSNET_TENSORRT must be 0 or 1" in proc.stderr and calls == []
