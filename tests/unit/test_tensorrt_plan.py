@@ -513,7 +513,7 @@ def test_cli_plan_reports_one_line_when_torch_unimportable_and_no_gpu(tmp_path, 
     for name in (contract.POSE_MODEL, contract.THREAT_MODEL):
         write_tiny_onnx(tmp_path / "onnx" / f"{name}.onnx")
     env = {k: v for k, v in os.environ.items() if k != tp.NVIDIA_SMI_ENV}
-    env["PATH"] = f"{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin"
+    env["PATH"] = str(tmp_path / "bin")  # only the fake nvidia-smi, even on a GPU host
     if smi is not None:
         _fake_nvidia_smi(tmp_path, smi)
     args = ["plan", "--repository", str(tmp_path / "onnx"), "--cache-dir", str(tmp_path / "cache")]
