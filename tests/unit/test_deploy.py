@@ -1060,3 +1060,43 @@ def test_build_plans_script_exits_2_when_osnet_tensorrt_is_not_0_or_1(tmp_path, 
     monkeypatch.setenv("ENRICHMENT_OSNET_TENSORRT", "yes")
     proc, calls = _run_build_plans(tmp_path, extra_env=True)
     assert proc.returncode == 2 and "ENRICHMENT_OSNET_TENSORRT must be 0 or 1" in proc.stderr and calls == []
+
+
+def test_build_plans_script_with_real_cli_serves_each_detector_from_onnx_when_no_tensorrt(tmp_path):
+    """The script and the real export CLI together: a GPU is reported (fake nvidia-smi) but TensorRT
+    is missing, so no plan is built and each detector falls back with the reason recorded."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    try:
+        from test_repository import _fake_onnx
+    finally:
+        sys.path.pop(0)
+    onnx_dir = tmp_path / "onnx"
+    for name in contract.INFERENCE_MODELS:
+        _fake_onnx(onnx_dir / f"{name}.onnx", name)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho "8.6, NVIDIA RTX A400"\n')
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {
+        "PATH": f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ENRICHMENT_ONNX_DIR": str(onnx_dir),
+        "ENRICHMENT_PLAN_CACHE": str(tmp_path / "cache"),
+        "ENRICHMENT_REPOSITORY": str(tmp_path / "models"),
+        "ENRICHMENT_GPU_PROFILE": str(DEPLOY / "gpu-profile.json"),
+        "ENRICHMENT_SOURCE_REPOSITORY": str(ROOT / "model_repository"),
+    }
+    proc = subprocess.run(["bash", str(DEPLOY / "build-plans.sh")], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = json.loads((tmp_path / "models" / "repository.json").read_text())
+    # the plan step fails once, in one line, before any model (no TensorRT for any of them) ...
+    assert "enrichment-export plan: error: TensorRT is not installed" in proc.stderr
+    assert "fall back to ONNX on onnxruntime" in proc.stderr
+    # ... and the repository builder still serves each detector, with the reason recorded
+    for name in ("yolov8n_pose", "yolov8n_threat"):
+        entry = manifest["models"][name]
+        assert entry["backend"] == "onnxruntime" and "TensorRT is not installed" in entry["fallback"]["reason"]
+        assert entry["triton_backend"] == "onnxruntime_onnx"
+    assert manifest["models"][contract.REID_MODEL]["backend"] == "onnxruntime"
