@@ -240,11 +240,11 @@ class Int8ExportResult:
 
     Attributes:
         model_name: Contract model name.
-        path: The INT8 ONNX file written (``None`` when refused).
+        path: The INT8 ONNX file written (a refusal raises instead).
         sha256: Its sha256.
         size_bytes: Its size.
         seconds: Wall time of calibration, quantisation and the gate.
-        calibration_frames: Model inputs used for calibration.
+        calibration_frames: Frames calibrated on (OSNet makes several crops of each).
         calibration_source: ``"user"`` or ``"packaged samples"``.
         report: The accuracy gate's report.
         forced: Installed although the gate failed.
