@@ -9,8 +9,9 @@ Examples::
 
     enrichment-export onnx --untrained --out-dir model_repository
     enrichment-export onnx --pose yolov8n-pose.pt --threat /models/threat.pt --reid osnet_x0_25_msmt17.pt
+    enrichment-export onnx --pose yolov8n-pose.pt --threat threat.pt --precision int8 --calibration frames/
     enrichment-export fetch yolov8n-pose.pt yolov8n.pt
-    enrichment-export plan --model yolov8n_pose --check-only
+    enrichment-export plan --model yolov8n_pose --check-only --gpu-cc 8.6 --trt-version 10.5.0
 """
 
 from __future__ import annotations
@@ -62,7 +63,54 @@ def _add_onnx_parser(subparsers: Any) -> None:
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--no-download", action="store_true", help="use only local files and the weights cache")
     p.add_argument("--weights-dir", help="weights cache (default $ENRICHMENT_LIGHT_WEIGHTS_DIR or ~/.cache/...)")
+    q = p.add_argument_group("INT8 (docs/int8.md)")
+    q.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: static QDQ (onnxruntime)")
+    q.add_argument("--calibration", metavar="DIR", help="your frames to calibrate on (default: packaged samples)")
+    q.add_argument("--holdout", metavar="DIR", help="held-out frames for the accuracy gate (default: every 4th frame)")
+    q.add_argument("--force-accuracy", action="store_true", help="install INT8 even when the accuracy gate fails")
+    q.add_argument("--max-calibration-frames", type=int, default=64, help="most frames used (evenly spaced)")
+    q.add_argument("--gate-conf", type=float, default=0.25, help="score threshold of the gate's detections")
+    q.add_argument("--min-recall", type=float, default=0.95, help="gate: INT8 recall vs FP32 (IoU>=0.5, same class)")
+    q.add_argument("--min-precision", type=float, default=0.95, help="gate: INT8 precision vs FP32")
+    q.add_argument("--max-score-diff", type=float, default=0.05, help="gate: mean |score diff| of matched detections")
+    q.add_argument("--max-keypoint-error", type=float, default=4.0, help="gate: pose mean keypoint error, pixels")
+    q.add_argument("--min-cosine", type=float, default=0.99, help="gate: OSNet min cosine INT8 vs FP32")
     p.set_defaults(func=_run_onnx)
+
+
+def _int8_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the INT8 arguments before any heavy work; the keyword arguments of ``export_int8``."""
+    from enrichment_export import quantize
+
+    if args.precision != "int8":
+        given = [f for f in ("calibration", "holdout") if getattr(args, f)] + (["force_accuracy"] * args.force_accuracy)
+        if given:
+            raise SystemExit(f"--{given[0].replace('_', '-')} only applies with --precision int8")
+        return {}
+    if args.max_calibration_frames < 1:
+        raise SystemExit(f"--max-calibration-frames must be >= 1, got {args.max_calibration_frames}")
+    if not 0.0 < args.gate_conf < 1.0:
+        raise SystemExit(f"--gate-conf must be in (0, 1), got {args.gate_conf}")
+    if args.holdout and not args.calibration:
+        raise SystemExit("--holdout needs --calibration (the packaged samples come with their own held-out frames)")
+    for folder in (args.calibration, args.holdout):
+        if folder:
+            quantize.image_files(folder)  # CalibrationError names the folder
+    thresholds = quantize.AccuracyThresholds(
+        min_recall=args.min_recall,
+        min_precision=args.min_precision,
+        max_mean_score_diff=args.max_score_diff,
+        max_keypoint_error_px=args.max_keypoint_error,
+        min_cosine=args.min_cosine,
+    )
+    return {
+        "calibration_dir": args.calibration,
+        "holdout_dir": args.holdout,
+        "thresholds": thresholds,
+        "force": args.force_accuracy,
+        "max_calibration_frames": args.max_calibration_frames,
+        "conf": args.gate_conf,
+    }
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
@@ -79,17 +127,40 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if not selected:
         raise SystemExit("nothing to export: give --pose/--threat/--reid WEIGHTS, --all or --untrained")
     onnx_export._check_opset(args.opset)  # fail before any download or heavy work
+    int8 = _int8_options(args)
+    if int8 and contract.REID_MODEL in selected:
+        LOGGER.warning(
+            "%s: INT8 OSNet ran at 0.55-0.74x the FP32 speed under onnxruntime on the CPU it was measured on "
+            "(docs/int8.md); export it in FP32 unless you measured a gain on yours",
+            contract.REID_MODEL,
+        )
     for model_name, source in selected.items():
         if args.untrained:
             src: Any = onnx_export.untrained_model(model_name)
         else:
             name = source or weights.DEFAULT_WEIGHTS[model_name]
             src = weights.resolve_weights(name, cache_dir=args.weights_dir, download=not args.no_download)
-        result = onnx_export.export_onnx(
-            model_name, src, onnx_path_for(args.out_dir, model_name), opset=args.opset, simplify=not args.no_simplify
-        )
+        out = onnx_path_for(args.out_dir, model_name)
+        if int8:
+            _export_int8(model_name, src, out, args, int8)
+            continue
+        result = onnx_export.export_onnx(model_name, src, out, opset=args.opset, simplify=not args.no_simplify)
         print(f"{model_name:16s} {result.path}  sha256 {result.sha256[:16]}  {result.seconds:.1f}s")
     return 0
+
+
+def _export_int8(model_name: str, src: Any, out: Path, args: argparse.Namespace, int8: dict[str, Any]) -> None:
+    """FP32 export into a temporary folder, then calibration, quantisation and the gate into `out`."""
+    import tempfile
+
+    from enrichment_export import onnx_export, quantize
+
+    with tempfile.TemporaryDirectory(prefix="enrichment-fp32-") as tmp:
+        fp32 = onnx_export.export_onnx(
+            model_name, src, Path(tmp) / "model.onnx", opset=args.opset, simplify=not args.no_simplify
+        )
+        result = quantize.export_int8(model_name, fp32.path, out, **int8)
+    print(next(quantize.iter_reports([result])))
 
 
 # --- fetch --------------------------------------------------------------------------------------
@@ -135,15 +206,20 @@ def _add_plan_parser(subparsers: Any) -> None:
         "--model",
         action="append",
         choices=contract.INFERENCE_MODELS,
-        help="model(s) to build (repeatable; default: all three)",
+        help="model(s) to build (repeatable; default: the two detectors, which the tensorrt target serves as plans)",
     )
-    p.add_argument("--onnx", help="ONNX file (only with one --model; default <repository>/<model>/1/model.onnx)")
-    p.add_argument("--repository", default="model_repository", help="where the exported ONNX files are")
+    p.add_argument("--onnx", help="ONNX file (only with one --model; default: found in --repository)")
+    p.add_argument(
+        "--repository",
+        default="model_repository",
+        help="where the exported ONNX files are: <dir>/<model>.onnx or <dir>/<model>/1/model.onnx",
+    )
     p.add_argument("--plan", help="plan file (one --model); default <cache-dir>/<model>/model.sm<XY>.plan")
     p.add_argument("--cache-dir", help="plan cache (default $ENRICHMENT_TENSORRT_CACHE_DIR or /cache/tensorrt)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp32", action="store_true", help="FP32 plan (default FP16, or *_TENSORRT_FP16)")
     prec.add_argument("--fp16", action="store_true", help="FP16 plan")
+    prec.add_argument("--int8", action="store_true", help="INT8 plan from a QDQ ONNX (a QDQ ONNX is always INT8)")
     p.add_argument("--min-batch", type=int, default=1)
     p.add_argument("--opt-batch", type=int, default=4)
     p.add_argument("--max-batch", type=int, default=8)
@@ -176,10 +252,28 @@ def _device_from_args(args: argparse.Namespace) -> Any:
     return tp.detect_device_info()
 
 
-def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = None) -> int:
-    from enrichment_export import tensorrt_plan as tp
+def _plan_onnx(args: argparse.Namespace, model_name: str) -> Path:
+    from enrichment_export.repository import find_onnx, onnx_candidates
 
-    models = args.model or list(contract.INFERENCE_MODELS)
+    if args.onnx:
+        return Path(args.onnx)
+    found = find_onnx(args.repository, model_name)
+    if found is None:
+        tried = " or ".join(str(c) for c in onnx_candidates(args.repository, model_name)[:2])
+        raise FileNotFoundError(f"no ONNX file for {model_name}: expected {tried} (export it: enrichment-export onnx)")
+    return found
+
+
+def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = None) -> int:
+    """Build (or check) one plan per model, each with its own outcome.
+
+    A failure is reported and recorded next to the model's plans (``build-result.json``), and the
+    loop goes on with the next model.
+    """
+    from enrichment_export import tensorrt_plan as tp
+    from enrichment_export.repository import PLAN_MODELS
+
+    models = args.model or list(PLAN_MODELS)
     if (args.onnx or args.plan) and len(models) != 1:
         raise SystemExit("--onnx and --plan need exactly one --model")
     profile = tp.BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
@@ -187,34 +281,47 @@ def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = No
     failures = stale = 0
     for model_name in models:
         settings = tp.tensorrt_settings_from_env(model_name, environ)
-        precision = "fp32" if args.fp32 else "fp16" if args.fp16 else settings.precision
-        plan_path = args.plan or settings.engine_path
-        request = tp.make_plan_request(
-            model_name,
-            args.onnx or onnx_path_for(args.repository, model_name),
-            device=device,
-            plan_path=plan_path,
-            cache_dir=args.cache_dir or settings.cache_dir,
-            precision=precision,
-            profile=profile,
-            workspace_bytes=args.workspace_mib << 20,
-            timing_cache=args.timing_cache,
-            allowed_roots=args.allowed_roots,
-        )
+        cache_dir = Path(args.cache_dir or settings.cache_dir)
+        record_dir = cache_dir / model_name
         try:
+            precision = "fp32" if args.fp32 else "fp16" if args.fp16 else "int8" if args.int8 else settings.precision
+            request = tp.make_plan_request(
+                model_name,
+                _plan_onnx(args, model_name),
+                device=device,
+                plan_path=args.plan or settings.engine_path,
+                cache_dir=cache_dir,
+                precision=precision,
+                profile=profile,
+                workspace_bytes=args.workspace_mib << 20,
+                timing_cache=args.timing_cache,
+                allowed_roots=args.allowed_roots,
+            )
+            record_dir = request.plan_path.parent
             outcome = tp.ensure_plan(request, device, force=args.force, check_only=args.check_only)
-        except tp.PlanVerificationError as err:
-            print(f"FAILED {err}", file=sys.stderr)
+        except (EnrichmentError, ValueError, RuntimeError, OSError, ImportError) as err:
+            print(f"FAILED {model_name}: {err}", file=sys.stderr)
             failures += 1
+            if not args.check_only:
+                _record(tp, record_dir, model_name, "failed", str(err))
             continue
         if outcome.action == "built":
             print(f"built {outcome.plan_path} ({outcome.decision.reason})")
         else:
             stale += outcome.action == "would-build"
             print(outcome.decision.describe())
+        if not args.check_only:
+            _record(tp, record_dir, model_name, outcome.action, outcome.decision.reason)
     if failures:
         return 1
     return PLAN_CHECK_STALE_EXIT if stale else 0
+
+
+def _record(tp: Any, plan_dir: Path, model_name: str, status: str, reason: str) -> None:
+    try:
+        tp.write_build_record(plan_dir, model_name, status=status, reason=reason)
+    except OSError as err:  # the outcome is already printed; a read-only cache must not hide it
+        LOGGER.warning("could not record the %s outcome in %s: %s", model_name, plan_dir, err)
 
 
 register_subcommand("onnx", _add_onnx_parser)
@@ -261,6 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (EnrichmentError, ValueError, RuntimeError, OSError) as err:
         print(f"enrichment-export {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:
+        hint = (
+            "pip install 'enrichment-light[plan]'"
+            if args.command in ("plan", "build-repository")
+            else ("pip install 'enrichment-light[export]'")
+        )
+        print(f"enrichment-export {args.command}: error: {err}; {hint}", file=sys.stderr)
         return 1
 
 
