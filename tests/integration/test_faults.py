@@ -440,7 +440,7 @@ def test_builder_reports_stale_plan_and_manifest_when_onnx_changes_after_build(t
     )
     assert not tp.plan_decision(request, device).build
     first = rb.build_repository(
-        tmp_path / "repo", target="tensorrt", artifacts=art, plans=plans, allowed_roots=[tmp_path]
+        tmp_path / "repo", target="tensorrt", artifacts=art, plans=plans, allowed_roots=[tmp_path], device=device
     )
     assert first.backend(ct.POSE_MODEL) == "tensorrt"
     recorded = first.manifest["models"][ct.POSE_MODEL]["source"]["sha256"]
@@ -455,7 +455,7 @@ def test_builder_reports_stale_plan_and_manifest_when_onnx_changes_after_build(t
     check = rb.find_plans(plans / ct.POSE_MODEL, _sha256(onnx_path))
     assert not check.filenames and "stale" in check.reason
     rebuilt = rb.build_repository(
-        tmp_path / "repo", target="tensorrt", artifacts=art, plans=plans, allowed_roots=[tmp_path]
+        tmp_path / "repo", target="tensorrt", artifacts=art, plans=plans, allowed_roots=[tmp_path], device=device
     )
     entry = rebuilt.manifest["models"][ct.POSE_MODEL]
     assert entry["backend"] == "onnxruntime" and "stale" in entry["fallback"]["reason"]
