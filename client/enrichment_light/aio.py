@@ -42,7 +42,6 @@ from enrichment_light._core import (
 )
 from enrichment_light._inputs import ImageInput
 from enrichment_light._transport import Endpoint, translate_error
-from enrichment_light.client import CLIENT_MODELS
 from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
 from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
 
@@ -295,7 +294,7 @@ class AsyncEnrichmentClient(ClientBase):
 
     async def wait_until_ready(self, timeout_s: float = 60.0, *, models: Sequence[str] | None = None) -> None:
         """Wait until the server and `models` are ready (see the sync client for the errors)."""
-        wanted = list(CLIENT_MODELS if models is None else models)
+        wanted = list(self._default_models() if models is None else models)
         deadline = time.monotonic() + timeout_s
         pending = wanted
         server_ready = False
