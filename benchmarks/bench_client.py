@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from enrichment_light import contract as ct
-from enrichment_light._transport import ShmRegion
 from enrichment_light.client import EnrichmentClient
+from enrichment_light.client.transport import ShmRegion
+from enrichment_light.core import contract as ct
 
 
 def _median_ms(samples: list[float]) -> float:
@@ -118,7 +118,7 @@ def bench_transport(url: str, calls: int) -> dict[str, float]:
 def bench_methods(url: str, calls: int) -> dict[str, dict[str, float]]:
     """Median latency of the client methods over ``bytes`` and ``shm``, per input kind."""
     from enrichment_light.cli import sample_images
-    from enrichment_light.processing.image import decode_image
+    from enrichment_light.core.processing.image import decode_image
 
     path = sample_images()[0]
     inputs = {"jpeg_file": path, "rgb_array": decode_image(path.read_bytes())}

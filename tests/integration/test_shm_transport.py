@@ -17,12 +17,12 @@ import numpy as np
 import pytest
 from _client_fixtures import *  # noqa: F403
 
-from enrichment_light import contract as ct
-from enrichment_light._transport import ShmRegion, translate_error
-from enrichment_light.aio import AsyncEnrichmentClient
-from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.image import decode_image, letterbox
+from enrichment_light.client.aio import AsyncEnrichmentClient
+from enrichment_light.client.sync import EnrichmentClient
+from enrichment_light.client.transport import ShmRegion, translate_error
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.image import decode_image, letterbox
 
 pytestmark = pytest.mark.integration
 

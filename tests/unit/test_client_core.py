@@ -7,28 +7,25 @@ import json
 import numpy as np
 import pytest
 
-from enrichment_light import contract as ct
-from enrichment_light._core import (
-    CLIENT_MODELS,
+from enrichment_light.client.decoding import (
     ENRICH_POSE_NAMES,
     ENRICH_THREAT_NAMES,
-    ClientCore,
-    backend_from_config,
     decode_enrich,
     decode_poses,
     decode_threats,
-    load_manifest,
-    manifest_entry,
     reid_results,
-    threshold_tensors,
 )
-from enrichment_light._inputs import encode_array
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.detection import PoseDetections, pad_pose
-from enrichment_light.processing.image import letterbox
-from enrichment_light.processing.reid import embedding_hash
-from enrichment_light.processing.threat import ThreatDetections, _object_array
-from enrichment_light.results import PoseClass, Severity
+from enrichment_light.client.inputs import encode_array
+from enrichment_light.client.manifest import load_manifest, manifest_entry
+from enrichment_light.client.model_config import backend_from_config
+from enrichment_light.client.plans import CLIENT_MODELS, ClientCore, threshold_tensors
+from enrichment_light.client.results import PoseClass, Severity
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.detection import PoseDetections, pad_pose
+from enrichment_light.core.processing.image import letterbox
+from enrichment_light.core.processing.reid import embedding_hash
+from enrichment_light.core.processing.threat import ThreatDetections, _object_array
 
 
 def _core(**kw) -> ClientCore:
@@ -289,7 +286,7 @@ def test_shm_enrich_embeds_detected_persons_and_decodes_like_the_enrich_model_wh
 
 
 def test_client_default_models_include_tensor_ensembles_only_when_transport_is_shm():
-    from enrichment_light.client import EnrichmentClient
+    from enrichment_light.client.sync import EnrichmentClient
 
     with EnrichmentClient("127.0.0.1:1") as c:
         assert c._default_models() == CLIENT_MODELS

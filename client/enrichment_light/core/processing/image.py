@@ -19,7 +19,7 @@ when it predicts on a file, so our pixels equal theirs:
 
 :func:`letterbox` reproduces ``ultralytics.data.augment.LetterBox(new_shape=(s, s), auto=False)``
 pixel for pixel; :class:`LetterboxInfo` carries what is needed to map boxes and keypoints back
-to the original image (see :mod:`enrichment_light.processing.detection`).
+to the original image (see :mod:`enrichment_light.core.processing.detection`).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.core.contract import (
     DEFAULT_MAX_PIXELS,
     DETECTOR_INPUT_SIZE,
     LETTERBOX_INFO_LEN,
     LETTERBOX_PAD_VALUE,
 )
-from enrichment_light.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
 
 __all__ = [
     "SUPPORTED_FORMATS",
