@@ -267,19 +267,16 @@ MODELS: dict[str, ModelSpec] = {
             max_batch_size=8,
             kind="ensemble",
         ),
-        ModelSpec(
-            POSE_TENSOR_ENSEMBLE,
-            inputs=(_DETECTOR_IN, _LB_INFO, *_thresholds()),
-            outputs=_POSE_OUTPUTS,
-            max_batch_size=8,
-            kind="ensemble",
-        ),
-        ModelSpec(
-            THREAT_TENSOR_ENSEMBLE,
-            inputs=(_DETECTOR_IN, _LB_INFO, *_thresholds()),
-            outputs=_THREAT_OUTPUTS,
-            max_batch_size=8,
-            kind="ensemble",
+        # The tensor-input twins: preprocess's outputs (images, LETTERBOX_INFO) come with the request.
+        *(
+            ModelSpec(
+                name,
+                inputs=(_DETECTOR_IN, _LB_INFO, *_thresholds()),
+                outputs=outputs,
+                max_batch_size=8,
+                kind="ensemble",
+            )
+            for name, outputs in ((POSE_TENSOR_ENSEMBLE, _POSE_OUTPUTS), (THREAT_TENSOR_ENSEMBLE, _THREAT_OUTPUTS))
         ),
         ModelSpec(
             REID_ENSEMBLE,
