@@ -307,7 +307,7 @@ def test_committed_configs_equal_generated_configs_when_built_with_defaults():
 
 
 def test_committed_repository_equals_builder_output_for_python_models_and_ensembles(tmp_path, artifacts):
-    """The builder copies model.py from model_repository/, and its cpu configs (COCO defaults) match."""
+    """The builder writes model.py from the package data, and its cpu configs (COCO defaults) match."""
     for name in ct.ALL_MODELS:
         assert (ROOT / "model_repository" / name / "config.pbtxt").is_file(), name
         if ct.model_spec(name).kind != "ensemble":
