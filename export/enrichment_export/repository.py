@@ -43,6 +43,11 @@ from enrichment_light.core.files import atomic_output
 LOGGER = logging.getLogger(__name__)
 
 TARGETS = ("tensorrt", "onnx", "cpu")
+FALLBACKS = ("onnx", "none")
+# Served as TensorRT plans by the tensorrt target. OSNet stays on onnxruntime (optionally with the
+# TensorRT execution accelerator): whether its plan would fit and verify on the A400 is unmeasured.
+PLAN_MODELS = (ct.POSE_MODEL, ct.THREAT_MODEL)
+ORT_TRT_CACHE_DIR = "/cache/onnxruntime"  # writable volume of the server (docker-compose.yml)
 MANIFEST_NAME = "repository.json"
 MANIFEST_SCHEMA_VERSION = 1
 ONNX_FILENAME = "model.onnx"
@@ -98,7 +103,7 @@ class ModelTuning:
 # long queue delay would only add latency; 1 ms lets requests that do coincide (several cameras
 # firing together, or enrich/pose/threat at once) share one onnxruntime run without a visible
 # cost. One instance per inference model: onnxruntime already uses both cores per run, and two
-# instances would fight over them (README.md, "Model repository and serving", has the measurements).
+# instances would fight over them (docs/serving.md, "Batching and instances", has the measurements).
 CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
     ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
@@ -173,8 +178,11 @@ class BuildOptions:
         ort_intra_op_threads: onnxruntime intra-op threads (0: onnxruntime's default, all cores).
         ort_inter_op_threads: onnxruntime inter-op threads.
         osnet_tensorrt_accelerator: tensorrt target: run OSNet with onnxruntime's TensorRT
-            execution accelerator (FP16).
+            execution accelerator (FP16), engine cache under `ort_trt_cache_dir`.
         gpu_profile: Path of the GPU profile JSON (tensorrt/onnx targets).
+        ort_trt_cache_dir: Writable folder of the server for the accelerator's engine and timing
+            caches (one subfolder per model; the tensorrt target adds the TensorRT version).
+        osnet_trt_opt_batch: The accelerator profile's optimal batch size (min 1, max 32).
     """
 
     class_names: tuple[str, ...] | None = None
@@ -188,6 +196,8 @@ class BuildOptions:
     ort_inter_op_threads: int = 1
     osnet_tensorrt_accelerator: bool = False
     gpu_profile: str | os.PathLike[str] | None = DEFAULT_GPU_PROFILE
+    ort_trt_cache_dir: str = ORT_TRT_CACHE_DIR
+    osnet_trt_opt_batch: int = 8
 
     def __post_init__(self) -> None:
         for name in ("pose_conf", "threat_conf", "iou"):
@@ -343,11 +353,36 @@ def model_config(
         cfg.optimization.cuda.graphs = True
     if backend == "onnxruntime" and name == ct.REID_MODEL and options.osnet_tensorrt_accelerator:
         acc = cfg.optimization.execution_accelerators.gpu_execution_accelerator.add(name="tensorrt")
-        acc.parameters["precision_mode"] = "FP16"
-        acc.parameters["max_workspace_size_bytes"] = str(1 << 30)
+        for key, value in osnet_accelerator_parameters(options).items():
+            acc.parameters[key] = value
     for key, value in sorted(model_parameters(name, target, options, class_names).items()):
         cfg.parameters[key].string_value = value
     return cfg
+
+
+def osnet_accelerator_parameters(options: BuildOptions) -> dict[str, str]:
+    """The onnxruntime TensorRT accelerator settings of OSNet (Triton onnxruntime backend keys).
+
+    The engine cache lives on the server's writable cache volume, so an engine is built once per
+    TensorRT version and GPU instead of at every load, and the profile covers batch
+    1..``max_batch_size`` (32), so batch 16 or 32 does not trigger a rebuild after warm-up at 8.
+    """
+    spec = ct.model_spec(ct.REID_MODEL)
+    inp = spec.inputs[0]
+    dims = "x".join(str(d) for d in inp.shape)
+    cache = f"{options.ort_trt_cache_dir.rstrip('/')}/{ct.REID_MODEL}"
+    opt = max(options.osnet_trt_opt_batch, 1)
+    return {
+        "precision_mode": "FP16",
+        "max_workspace_size_bytes": str(1 << 30),
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "1",
+        "trt_timing_cache_path": cache,
+        "trt_profile_min_shapes": f"{inp.name}:1x{dims}",
+        "trt_profile_opt_shapes": f"{inp.name}:{opt}x{dims}",
+        "trt_profile_max_shapes": f"{inp.name}:{spec.max_batch_size}x{dims}",
+    }
 
 
 # Ensemble steps: (model, {model input: ensemble tensor}, {model output: ensemble tensor}).
@@ -469,40 +504,88 @@ class PlanCheck:
     files: dict[str, Path]
     reason: str = ""  # why there is no valid plan (empty when valid)
     sidecars: dict[str, dict[str, Any]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)  # plan file name -> why it was rejected
 
 
-def find_plans(plan_dir: Path | None, onnx_sha256: str | None) -> PlanCheck:
-    """Find ``model.sm<XY>.plan`` files whose sidecar JSON matches the source ONNX.
+def _plan_problem(
+    sidecar: Mapping[str, Any], cc: str, onnx_sha256: str | None, device: Any, max_batch_size: int | None
+) -> str | None:
+    src = sidecar.get("onnx_sha256") or sidecar.get("source_onnx_sha256")
+    if onnx_sha256 is not None and src != onnx_sha256:
+        return f"stale: built from ONNX {str(src)[:12]}, the source is {onnx_sha256[:12]}"
+    if sidecar.get("compute_capability") != cc:
+        return f"sidecar says compute capability {sidecar.get('compute_capability')!r} but the file is named for {cc}"
+    if device is not None:
+        if cc != device.cc:
+            return f"built for compute capability {cc}, this GPU ({device.gpu_name}) is {device.cc}"
+        if sidecar.get("tensorrt_version") != device.tensorrt_version:
+            return (
+                f"built with TensorRT {sidecar.get('tensorrt_version')}, the server's TensorRT is "
+                f"{device.tensorrt_version}: rebuild it with the plan-builder image of the same release"
+            )
+    profile = sidecar.get("profile") or {}
+    if max_batch_size is not None and max_batch_size > 0:
+        lo, hi = profile.get("min"), profile.get("max")
+        if not isinstance(lo, int) or not isinstance(hi, int) or lo > 1 or hi < max_batch_size:
+            return f"batch profile {lo}..{hi} does not cover the config's batch sizes 1..{max_batch_size}"
+    verification = sidecar.get("verification") or {}
+    if verification.get("passed") is False:
+        return f"failed verification: {verification.get('message', '')}"
+    return None
 
-    Sidecar (``model.sm86.plan.json``, written by ``enrichment_export.tensorrt_plan``) must name
-    the sha256 of the ONNX the repository is built from; a plan built from another ONNX is stale.
+
+def find_plans(
+    plan_dir: Path | None,
+    onnx_sha256: str | None,
+    *,
+    device: Any = None,
+    max_batch_size: int | None = None,
+) -> PlanCheck:
+    """Find the ``model.sm<XY>.plan`` files of one model that the serving device can load.
+
+    A plan is used only when its sidecar JSON (``model.sm86.plan.json``, written by
+    :mod:`enrichment_export.tensorrt_plan`) names the sha256 of the ONNX the repository is built
+    from, the compute capability of its file name and, when `device` is given, the device's
+    compute capability and TensorRT version, and when its batch profile covers
+    ``1..max_batch_size``. Every rejected plan's reason is kept.
+
+    Args:
+        plan_dir: ``<plans>/<model>``.
+        onnx_sha256: sha256 of the source ONNX (``None``: not checked).
+        device: A :class:`~enrichment_export.tensorrt_plan.DeviceInfo` of the serving GPU and TensorRT.
+        max_batch_size: The generated config's ``max_batch_size``.
     """
     if plan_dir is None or not plan_dir.is_dir():
         return PlanCheck({}, {}, f"no plan directory ({plan_dir})")
     filenames: dict[str, str] = {}
     files: dict[str, Path] = {}
     sidecars: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
+    rejected: dict[str, str] = {}
     for plan in sorted(plan_dir.glob("model.sm*.plan")):
         sm = plan.name[len("model.sm") : -len(".plan")]
         if not sm.isdigit() or len(sm) < 2:
-            problems.append(f"{plan.name}: not named model.sm<XY>.plan")
+            rejected[plan.name] = "not named model.sm<XY>.plan"
             continue
         sidecar_path = plan.with_name(plan.name + ".json")
         try:
             sidecar = json.loads(sidecar_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            problems.append(f"{plan.name}: unreadable sidecar {sidecar_path.name}: {err}")
-            continue
-        src = sidecar.get("onnx_sha256") or sidecar.get("source_onnx_sha256")
-        if onnx_sha256 is not None and src != onnx_sha256:
-            problems.append(f"{plan.name}: stale (built from ONNX {str(src)[:12]}, source is {onnx_sha256[:12]})")
+            if not isinstance(sidecar, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as err:
+            rejected[plan.name] = f"unreadable sidecar {sidecar_path.name}: {err}"
             continue
         cc = f"{sm[:-1]}.{sm[-1]}"
+        problem = _plan_problem(sidecar, cc, onnx_sha256, device, max_batch_size)
+        if problem:
+            rejected[plan.name] = problem
+            continue
         filenames[cc], files[cc], sidecars[cc] = plan.name, plan, sidecar
+    for name, why in rejected.items():
+        LOGGER.warning("%s/%s rejected: %s", plan_dir, name, why)
     if not filenames:
-        return PlanCheck({}, {}, "; ".join(problems) or f"no model.sm*.plan in {plan_dir}")
-    return PlanCheck(filenames, files, "", sidecars)
+        reason = "; ".join(f"{n}: {w}" for n, w in rejected.items()) or f"no model.sm*.plan in {plan_dir}"
+        return PlanCheck({}, {}, reason, rejected=rejected)
+    return PlanCheck(filenames, files, "", sidecars, rejected)
 
 
 # --------------------------------------------------------------------------------------------- build
@@ -533,19 +616,73 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def onnx_candidates(directory: str | os.PathLike[str], name: str) -> tuple[Path, ...]:
+    """Where an exported ONNX of model `name` may lie in `directory`, in the order they are tried.
+
+    Both layouts are accepted: flat ``<dir>/<model>.onnx`` (``build-repository --artifacts``) and
+    the repository layout ``<dir>/<model>/1/model.onnx`` that ``enrichment-export onnx`` writes.
+    """
+    root = Path(directory)
+    return (root / f"{name}.onnx", root / name / "1" / ONNX_FILENAME, root / name / ONNX_FILENAME)
+
+
+def find_onnx(directory: str | os.PathLike[str] | None, name: str) -> Path | None:
+    """The ONNX of `name` in `directory` (either layout, see :func:`onnx_candidates`), or ``None``.
+
+    ``enrichment-export plan`` and ``build-repository`` share this finder.
+    """
+    if directory is None:
+        return None
+    return next((c for c in onnx_candidates(directory, name) if c.is_file()), None)
+
+
 def _find_onnx(name: str, artifacts: Path | None, onnx: Mapping[str, str | os.PathLike[str]]) -> Path | None:
     if name in onnx:
         return Path(onnx[name])
-    if artifacts is None:
-        return None
-    for candidate in (
-        artifacts / f"{name}.onnx",
-        artifacts / name / "1" / ONNX_FILENAME,
-        artifacts / name / ONNX_FILENAME,
-    ):
-        if candidate.is_file():
-            return candidate
-    return None
+    return find_onnx(artifacts, name)
+
+
+def _check_plans(
+    target: str, plan_root: Path | None, sources: Mapping[str, Path | None], device: Any, fallback: str
+) -> tuple[Any, dict[str, PlanCheck]]:
+    """The device and one :class:`PlanCheck` per plan-served model.
+
+    Fallbacks are logged, or refused with ``fallback="none"``.
+    """
+    from enrichment_export import tensorrt_plan as tp
+
+    device_error = ""
+    if device is None:
+        try:
+            device = tp.detect_device_info()
+        except tp.DeviceUnavailableError as err:
+            device, device_error = None, f"cannot check plans against the serving GPU: {err}"
+    checks: dict[str, PlanCheck] = {}
+    for name in PLAN_MODELS:
+        src = sources.get(name)
+        if device_error:
+            checks[name] = PlanCheck({}, {}, device_error)
+        else:
+            checks[name] = find_plans(
+                plan_root / name if plan_root else None,
+                _sha256(src) if src is not None else None,
+                device=device,
+                max_batch_size=ct.model_spec(name).max_batch_size,
+            )
+        check = checks[name]
+        if not check.filenames:
+            record = tp.read_build_record(plan_root / name) if plan_root else None
+            if record and record.get("status") == "failed":
+                check = dataclasses.replace(check, reason=f"{check.reason} (last build failed: {record.get('reason')})")
+                checks[name] = check
+            LOGGER.warning("%s: no usable TensorRT plan (%s); falling back to onnxruntime_onnx", name, check.reason)
+    missing = {n: c.reason for n, c in checks.items() if not c.filenames}
+    if missing and fallback == "none":
+        raise ValueError(
+            f"{target} target with fallback 'none': no usable TensorRT plan for "
+            + "; ".join(f"{n} ({r})" for n, r in missing.items())
+        )
+    return device, checks
 
 
 def _write_if_changed(path: Path, data: bytes) -> None:
@@ -577,6 +714,8 @@ def build_repository(
     source_repository: str | os.PathLike[str] = SOURCE_REPOSITORY,
     allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
     require_onnx: bool = True,
+    device: Any = None,
+    fallback: str = "onnx",
 ) -> BuildResult:
     """Write a complete Triton model repository for `target`.
 
@@ -593,6 +732,12 @@ def build_repository(
             uses its defaults.
         require_onnx: Fail when an inference model has no ONNX file (``False`` writes configs
             only, as for the committed repository).
+        device: tensorrt target: the serving GPU and TensorRT
+            (:class:`~enrichment_export.tensorrt_plan.DeviceInfo`); ``None`` queries this machine.
+            Plans built for another compute capability or TensorRT version are not used.
+        fallback: tensorrt target: ``onnx`` serves a model without a usable plan on
+            ``onnxruntime_onnx`` (the reason goes into ``repository.json`` and the log); ``none``
+            raises instead, before anything is written.
 
     Returns:
         The :class:`BuildResult` with the manifest (also written as ``repository.json``).
@@ -605,6 +750,8 @@ def build_repository(
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     options = options or BuildOptions()
     roots = None if allowed_roots is None else [os.fspath(r) for r in allowed_roots]
 
@@ -655,6 +802,14 @@ def build_repository(
             )
 
     tuning = CPU_TUNING if target == "cpu" else load_gpu_profile(options.gpu_profile)
+    plan_checks: dict[str, PlanCheck] = {}
+    if target == "tensorrt":
+        device, plan_checks = _check_plans(target, plan_root, sources, device, fallback)
+        if device is not None and options.osnet_tensorrt_accelerator:
+            # onnxruntime does not invalidate cached engines when TensorRT changes: one folder per version.
+            sm = device.cc.replace(".", "")
+            cache = f"{options.ort_trt_cache_dir.rstrip('/')}/trt{device.tensorrt_version}-sm{sm}"
+            options = dataclasses.replace(options, ort_trt_cache_dir=cache)
     manifest: dict[str, Any] = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
         "target": target,
@@ -675,20 +830,19 @@ def build_repository(
             backend = "python"
         else:
             backend = "onnxruntime"
-            if name != ct.REID_MODEL and target == "tensorrt":
-                onnx_sha = _sha256(sources[name]) if sources[name] is not None else None
-                check = find_plans(plan_root / name if plan_root else None, onnx_sha)
+            if name in plan_checks:
+                check = plan_checks[name]
                 if check.filenames:
                     backend, plan_filenames = "tensorrt", check.filenames
                     entry["plans"] = {
                         cc: {"file": fn, "sha256": _sha256(check.files[cc]), "sidecar": check.sidecars[cc]}
                         for cc, fn in check.filenames.items()
                     }
+                    entry["plan_precision"] = next(iter(check.sidecars.values())).get("precision", "")
                 else:
-                    LOGGER.warning(
-                        "%s: no valid TensorRT plan (%s); falling back to onnxruntime_onnx", name, check.reason
-                    )
                     entry["fallback"] = {"from": "tensorrt", "to": "onnxruntime", "reason": check.reason}
+                if check.rejected:
+                    entry["rejected_plans"] = dict(check.rejected)
             if name in meta_by_model:
                 output_dims = meta_by_model[name][1] or None
         folder = out / name
@@ -789,6 +943,19 @@ def add_build_repository_parser(subparsers: Any) -> None:
     p.add_argument("--inter-op-threads", type=int, default=1)
     p.add_argument("--osnet-tensorrt-accelerator", action="store_true")
     p.add_argument("--gpu-profile", default=str(DEFAULT_GPU_PROFILE))
+    p.add_argument(
+        "--ort-trt-cache-dir", default=ORT_TRT_CACHE_DIR, help="server-writable cache of the OSNet TensorRT accelerator"
+    )
+    p.add_argument(
+        "--fallback",
+        choices=FALLBACKS,
+        default="onnx",
+        help="tensorrt target: serve a model without a usable plan on onnxruntime (onnx) or fail (none)",
+    )
+    p.add_argument("--gpu-cc", help="tensorrt target: the serving GPU's compute capability (default: query this GPU)")
+    p.add_argument("--trt-version", help="tensorrt target: the server's TensorRT version (default: the installed one)")
+    p.add_argument("--gpu-name", default="", help="GPU name recorded with --gpu-cc")
+    p.add_argument("--source-repository", default=str(SOURCE_REPOSITORY), help="where the model.py sources are read")
     p.add_argument("--allowed-root", action="append", dest="allowed_roots", help="allowed root (repeatable)")
     p.set_defaults(func=run_build_repository)
 
@@ -813,7 +980,15 @@ def run_build_repository(args: Any) -> int:
         ort_inter_op_threads=args.inter_op_threads,
         osnet_tensorrt_accelerator=args.osnet_tensorrt_accelerator,
         gpu_profile=args.gpu_profile,
+        ort_trt_cache_dir=args.ort_trt_cache_dir,
     )
+    device = None
+    if args.gpu_cc or args.trt_version:
+        from enrichment_export import tensorrt_plan as tp
+
+        if not (args.gpu_cc and args.trt_version):
+            raise ValueError("--gpu-cc and --trt-version go together")
+        device = tp.DeviceInfo(tp.parse_compute_capability(args.gpu_cc), args.gpu_name or "assumed", args.trt_version)
     onnx = {n: getattr(args, f"onnx_{n}") for n in ct.INFERENCE_MODELS if getattr(args, f"onnx_{n}")}
     result = build_repository(
         args.out,
@@ -823,6 +998,9 @@ def run_build_repository(args: Any) -> int:
         plans=args.plans,
         options=options,
         allowed_roots=args.allowed_roots,
+        source_repository=args.source_repository,
+        device=device,
+        fallback=args.fallback,
     )
     for name, entry in result.manifest["models"].items():
         note = f" (fallback: {entry['fallback']['reason']})" if "fallback" in entry else ""
