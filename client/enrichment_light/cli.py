@@ -201,10 +201,12 @@ def health_table(report: dict[str, Any]) -> str:
     """Render :meth:`EnrichmentClient.health` as a text table."""
     lines = [
         f"server {', '.join(report['urls'])}: live={report['live']} ready={report['ready']}",
-        f"{'model':<20} {'ready':<6} {'backend':<12} device",
+        f"{'model':<20} {'ready':<6} {'backend':<12} {'device':<7} precision",
     ]
     for name, entry in report["models"].items():
-        lines.append(f"{name:<20} {'yes' if entry['ready'] else 'no':<6} {entry['backend']:<12} {entry['device']}")
+        ready = "yes" if entry["ready"] else "no"
+        precision = entry.get("precision", "-")
+        lines.append(f"{name:<20} {ready:<6} {entry['backend']:<12} {entry['device']:<7} {precision}")
     return "\n".join(lines)
 
 

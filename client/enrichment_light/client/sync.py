@@ -496,18 +496,23 @@ class EnrichmentClient(ClientBase):
         """Liveness, readiness and, per model of the contract, readiness and backend.
 
         Returns:
-            ``{"urls", "live", "ready", "models": {name: {"ready", "backend", "device"}}}``; never
-            raises for an unreachable server (``live`` is then ``False``).
+            ``{"urls", "live", "ready", "models": {name: {"ready", "backend", "device",
+            "precision"}}}``; never raises for an unreachable server (``live`` is then ``False``).
         """
         live = self.is_server_live()
         report: dict[str, Any] = {"urls": self.urls, "live": live, "ready": live and self.is_server_ready()}
         models: dict[str, Any] = {}
         for name in ct.ALL_MODELS:
-            entry: dict[str, Any] = {"ready": live and self.is_model_ready(name), "backend": "-", "device": "-"}
+            entry: dict[str, Any] = {
+                "ready": live and self.is_model_ready(name),
+                "backend": "-",
+                "device": "-",
+                "precision": "-",
+            }
             if entry["ready"]:
                 try:
                     info = backend_from_config(self._config(name))
-                    entry["backend"], entry["device"] = info.backend, info.device
+                    entry["backend"], entry["device"], entry["precision"] = info.backend, info.device, info.precision
                 except EnrichmentError:
                     pass
             models[name] = entry
