@@ -230,6 +230,7 @@ def test_shm_plan_sends_letterboxed_tensor_and_info_to_the_tensor_ensemble_when_
     core = _core(transport="shm")
     core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
     core.configs[ct.THREAT_POSTPROCESS] = {"name": ct.THREAT_POSTPROCESS}
+    core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS}  # no letterbox parameter: square, as preprocess
     rgb = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     try:
         plan = getattr(core, method)(rgb, conf=0.3, iou=None, bgr=False)
@@ -244,6 +245,7 @@ def test_shm_plan_sends_letterboxed_tensor_and_info_to_the_tensor_ensemble_when_
         assert (images.name, info.name, conf.name) == (ct.IMAGES, ct.LETTERBOX_INFO, ct.CONF_THRESHOLD)
         assert images.region is info.region is not None  # one region: pixels, then the info
         want_tensor, want_info = letterbox(rgb)
+        assert want_tensor.shape == (640, 640, 3)
         assert images.offset == 0 and info.offset >= want_tensor.nbytes and info.offset % 8 == 0
         np.testing.assert_array_equal(_shm_read(images), want_tensor[None])
         np.testing.assert_array_equal(_shm_read(info), want_info.to_array()[None])
@@ -265,8 +267,11 @@ def test_shm_enrich_embeds_detected_persons_and_decodes_like_the_enrich_model_wh
     rgb = np.random.default_rng(2).integers(0, 255, (120, 90, 3), dtype=np.uint8)
     try:
         plan = core.plan_enrich(rgb, conf=None, iou=None, bgr=False)
-        assert next(plan) == []
-        pose_req, threat_req = plan.send([])
+        (lookup,) = next(plan)  # preprocess's letterbox mode, once
+        assert (lookup.kind, lookup.model) == ("config", ct.PREPROCESS)
+        core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS}
+        pose_req, threat_req = plan.send([core.configs[ct.PREPROCESS]])
+        assert pose_req.inputs[0].shape == (1, 640, 640, 3)
         assert (pose_req.model, threat_req.model) == (ct.POSE_TENSOR_ENSEMBLE, ct.THREAT_TENSOR_ENSEMBLE)
         assert pose_req.inputs[0].region is threat_req.inputs[0].region  # both read the same pixels
         pose = _pose_padded(3)
@@ -284,6 +289,18 @@ def test_shm_enrich_embeds_detected_persons_and_decodes_like_the_enrich_model_wh
         assert result.persons[2].reid.embedding == emb[1].tolist()
     finally:
         core.shm.destroy_all()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "mode"),
+    [({}, "square"), ({"letterbox": {"string_value": "square"}}, "square"),
+     ({"letterbox": {"string_value": "rect"}}, "rect"), ({"letterbox": {"string_value": " RECT "}}, "rect")],
+)  # fmt: skip
+def test_client_core_letterboxes_like_the_servers_preprocess_when_it_names_a_mode(parameters, mode):
+    core = _core(transport="shm")
+    assert core.letterbox_mode() == "square"  # before the lookup
+    core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS, "parameters": parameters}
+    assert core.letterbox_mode() == mode
 
 
 def test_client_default_models_include_tensor_ensembles_only_when_transport_is_shm():

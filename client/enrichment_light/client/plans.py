@@ -208,18 +208,33 @@ class ClientCore:
             )
             (out,) = yield [req]
             return out
-        tensor, info = self.letterboxed(as_rgb_array(image, bgr=bgr))
+        rgb = as_rgb_array(image, bgr=bgr)
+        lookup = self._config_step(ct.PREPROCESS)  # its letterbox mode, read once
+        if lookup:
+            yield lookup
+        tensor, info = self.letterboxed(rgb)
         name = TENSOR_ENSEMBLES[ensemble]
         with self.shm_tensor_inputs(tensor, info) as inputs:
             (out,) = yield [Request(name, [*inputs, *thresholds], output_names(name))]
         return out
 
-    @staticmethod
-    def letterboxed(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def letterbox_mode(self) -> str:
+        """How the server's ``preprocess`` letterboxes: its ``letterbox`` parameter, ``rect`` or ``square``.
+
+        The shm transport letterboxes on the client, so it must do what the bytes path does on the
+        server. A ``preprocess`` without that parameter letterboxes square (640 x 640).
+        """
+        config = self.configs.get(ct.PREPROCESS)
+        mode = config_parameters(config).get("letterbox", "square") if config else "square"
+        return "rect" if mode.strip().lower() == "rect" else "square"
+
+    def letterboxed(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``images`` ``[1, H, W, 3]`` and ``LETTERBOX_INFO`` ``[1, 5]`` of an RGB image, as ``preprocess`` does."""
         from enrichment_light.core.processing.image import letterbox
 
-        tensor, info = letterbox(rgb)
+        # rect: the minimal stride-32 rectangle (Ultralytics LetterBox(auto=True)), servers that say so
+        rect = {"auto": True} if self.letterbox_mode() == "rect" else {}
+        tensor, info = letterbox(rgb, ct.DETECTOR_INPUT_SIZE, **rect)
         return tensor[None], info.to_array()[None]
 
     @contextlib.contextmanager
@@ -335,8 +350,12 @@ class ClientCore:
 
         thresholds = threshold_tensors(conf, iou)
         rgb = as_rgb_array(image, bgr=bgr)
+        yield [
+            *self._config_step(ct.THREAT_MODEL),
+            *self._config_step(ct.THREAT_POSTPROCESS),
+            *self._config_step(ct.PREPROCESS),
+        ]
         tensor, info = self.letterboxed(rgb)
-        yield self._config_step(ct.THREAT_MODEL) + self._config_step(ct.THREAT_POSTPROCESS)
         start = time.perf_counter()
         names = {e: TENSOR_ENSEMBLES[e] for e in (ct.POSE_ENSEMBLE, ct.THREAT_ENSEMBLE)}
         with self.shm_tensor_inputs(tensor, info) as inputs:
