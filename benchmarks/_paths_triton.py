@@ -4,8 +4,9 @@
   ensembles (decode + letterbox + model + postprocess on the server); crops are resized on the
   client and sent to ``osnet_x0_25``.
 - ``shm`` (gRPC control, ``transport="shm"``): the client decodes and letterboxes, passes the uint8
-  tensor through system shared memory straight to the inference model, and postprocesses locally
-  with the server's postprocessor parameters; crops go through shared memory too.
+  tensor and its ``LETTERBOX_INFO`` through system shared memory to the ``pose_tensor`` /
+  ``threat_tensor`` ensembles (detector + the same postprocessor as the bytes path); crops go
+  through shared memory too.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@
    Calls alternate between the two so drift hits both; the figure is the difference of medians.
 2. Transport: one letterboxed ``1x640x640x3`` uint8 tensor to ``yolov8n_pose``, sent in-band
    (binary tensor in the request) vs through a registered, reused system shared-memory region.
+3. Client methods by transport: ``estimate_poses``, ``detect_threats`` and ``enrich`` on bus.jpg,
+   ``transport="bytes"`` vs ``transport="shm"`` (gRPC), for a JPEG file and for a decoded RGB array
+   (a camera frame). Calls alternate between the two clients; the figure is each median.
 
 Usage::
 
@@ -112,13 +115,48 @@ def bench_transport(url: str, calls: int) -> dict[str, float]:
     }
 
 
-def run(url: str, overhead_calls: int, transport_calls: int) -> dict[str, object]:
+def bench_methods(url: str, calls: int) -> dict[str, dict[str, float]]:
+    """Median latency of the client methods over ``bytes`` and ``shm``, per input kind."""
+    from enrichment_light.cli import sample_images
+    from enrichment_light.core.processing.image import decode_image
+
+    path = sample_images()[0]
+    inputs = {"jpeg_file": path, "rgb_array": decode_image(path.read_bytes())}
+    clients = {t: EnrichmentClient(url, transport=t) for t in ("bytes", "shm")}
+    out: dict[str, dict[str, float]] = {}
+    try:
+        for method in ("estimate_poses", "detect_threats", "enrich"):
+            for kind, image in inputs.items():
+                samples: dict[str, list[float]] = {t: [] for t in clients}
+                for i in range(calls + 3):  # 3 warm-up rounds
+                    for transport, client in clients.items():
+                        start = time.perf_counter()
+                        getattr(client, method)(image)
+                        if i >= 3:
+                            samples[transport].append(time.perf_counter() - start)
+                bytes_ms, shm_ms = _median_ms(samples["bytes"]), _median_ms(samples["shm"])
+                out[f"{method}/{kind}"] = {
+                    "bytes_median_ms": round(bytes_ms, 1),
+                    "shm_median_ms": round(shm_ms, 1),
+                    "shm_over_bytes": round(shm_ms / bytes_ms, 3),
+                }
+    finally:
+        for client in clients.values():
+            client.close()
+    return out
+
+
+def run(url: str, overhead_calls: int, transport_calls: int, method_calls: int = 0) -> dict[str, object]:
     with EnrichmentClient(url) as c:
         c.wait_until_ready(120)
-    return {
-        "overhead_osnet": bench_overhead(url, overhead_calls),
-        "transport_pose_640": bench_transport(url, transport_calls),
-    }
+    results: dict[str, object] = {}
+    if overhead_calls:
+        results["overhead_osnet"] = bench_overhead(url, overhead_calls)
+    if transport_calls:
+        results["transport_pose_640"] = bench_transport(url, transport_calls)
+    if method_calls:
+        results["methods_bytes_vs_shm"] = bench_methods(url, method_calls)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,10 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repository", type=Path, help="serve this repository with the embedded server")
     parser.add_argument("--overhead-calls", type=int, default=500)
     parser.add_argument("--transport-calls", type=int, default=60)
+    parser.add_argument("--method-calls", type=int, default=20, help="calls per method, input kind and transport")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     if args.url:
-        results = run(args.url, args.overhead_calls, args.transport_calls)
+        results = run(args.url, args.overhead_calls, args.transport_calls, args.method_calls)
     else:
         from enrichment_light.cli import build_cpu_repository
         from enrichment_light.devserver import EmbeddedServer
@@ -138,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
             repo = args.repository or build_cpu_repository(Path(tmp) / "repository", untrained=True)
             with EmbeddedServer(repo) as server:
-                results = run(server.grpc_url, args.overhead_calls, args.transport_calls)
+                results = run(server.grpc_url, args.overhead_calls, args.transport_calls, args.method_calls)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

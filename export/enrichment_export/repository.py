@@ -416,9 +416,19 @@ def _detector_steps(model: str, post: str) -> list[tuple[str, dict[str, str], di
     ]
 
 
+def _tensor_detector_steps(model: str, post: str) -> list[tuple[str, dict[str, str], dict[str, str]]]:
+    """The bytes ensemble's steps without ``preprocess``: the request brings the letterboxed tensor."""
+    _, detect, postprocess = _detector_steps(model, post)
+    detect[1][ct.IMAGES] = ct.IMAGES
+    postprocess[1][ct.LETTERBOX_INFO] = ct.LETTERBOX_INFO
+    return [detect, postprocess]
+
+
 ENSEMBLE_STEPS: dict[str, list[tuple[str, dict[str, str], dict[str, str]]]] = {
     ct.POSE_ENSEMBLE: _detector_steps(ct.POSE_MODEL, ct.POSE_POSTPROCESS),
     ct.THREAT_ENSEMBLE: _detector_steps(ct.THREAT_MODEL, ct.THREAT_POSTPROCESS),
+    ct.POSE_TENSOR_ENSEMBLE: _tensor_detector_steps(ct.POSE_MODEL, ct.POSE_POSTPROCESS),
+    ct.THREAT_TENSOR_ENSEMBLE: _tensor_detector_steps(ct.THREAT_MODEL, ct.THREAT_POSTPROCESS),
     ct.REID_ENSEMBLE: [
         (
             ct.REID_CROPS,

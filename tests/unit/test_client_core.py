@@ -18,11 +18,12 @@ from enrichment_light.client.decoding import (
 from enrichment_light.client.inputs import encode_array
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import backend_from_config
-from enrichment_light.client.plans import ClientCore, threshold_tensors
+from enrichment_light.client.plans import CLIENT_MODELS, ClientCore, threshold_tensors
 from enrichment_light.client.results import PoseClass, Severity
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.processing.detection import pad_pose, pose_detections
+from enrichment_light.core.processing.image import letterbox
 from enrichment_light.core.processing.reid import embedding_hash
 from enrichment_light.core.processing.threat import pad_threats, threat_detections
 from enrichment_light.core.validators import object_array
@@ -210,6 +211,105 @@ def test_plan_crops_resizes_locally_and_calls_osnet_directly():
     assert req.model == ct.REID_MODEL
     assert req.inputs[0].array.shape == (2, ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
     assert req.inputs[0].array.dtype == np.uint8
+
+
+def _shm_read(t) -> np.ndarray:
+    from tritonclient.utils import triton_to_np_dtype
+
+    dtype = np.dtype(triton_to_np_dtype(t.datatype))
+    return np.ndarray(t.shape, dtype, buffer=t.region._shm.buf, offset=t.offset).copy()
+
+
+@pytest.mark.parametrize(
+    ("method", "tensor_model", "keys"),
+    [("plan_poses", ct.POSE_TENSOR_ENSEMBLE, "pose"), ("plan_threats", ct.THREAT_TENSOR_ENSEMBLE, "threat")],
+)
+def test_shm_plan_sends_letterboxed_tensor_and_info_to_the_tensor_ensemble_when_transport_is_shm(
+    method, tensor_model, keys
+):
+    core = _core(transport="shm")
+    core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
+    core.configs[ct.THREAT_POSTPROCESS] = {"name": ct.THREAT_POSTPROCESS}
+    core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS}  # no letterbox parameter: square, as preprocess
+    rgb = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
+    try:
+        plan = getattr(core, method)(rgb, conf=0.3, iou=None, bgr=False)
+        reqs = next(plan)
+        if method == "plan_threats":
+            assert reqs == []  # configs cached
+            reqs = plan.send([])
+        (req,) = reqs
+        assert req.model == tensor_model
+        assert req.outputs == tuple(t.name for t in ct.model_spec(tensor_model).outputs)
+        images, info, conf = req.inputs
+        assert (images.name, info.name, conf.name) == (ct.IMAGES, ct.LETTERBOX_INFO, ct.CONF_THRESHOLD)
+        assert images.region is info.region is not None  # one region: pixels, then the info
+        want_tensor, want_info = letterbox(rgb)
+        assert want_tensor.shape == (640, 640, 3)
+        assert images.offset == 0 and info.offset >= want_tensor.nbytes and info.offset % 8 == 0
+        np.testing.assert_array_equal(_shm_read(images), want_tensor[None])
+        np.testing.assert_array_equal(_shm_read(info), want_info.to_array()[None])
+        assert conf.region is None and conf.array.tolist() == [[np.float32(0.3)]]
+        padded = _pose_padded() if keys == "pose" else _threat_padded()
+        with pytest.raises(StopIteration) as stop:
+            plan.send([{k: v[None] for k, v in padded.items()}])
+        result = stop.value.value
+        assert len(result) == 2 if keys == "pose" else len(result.threats) == 2
+        assert [len(v) for v in core.shm._free.values()] == [1]  # region back in the pool
+    finally:
+        core.shm.destroy_all()
+
+
+def test_shm_enrich_embeds_detected_persons_and_decodes_like_the_enrich_model_when_transport_is_shm():
+    core = _core(transport="shm")
+    core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
+    core.configs[ct.THREAT_POSTPROCESS] = {"name": ct.THREAT_POSTPROCESS}
+    rgb = np.random.default_rng(2).integers(0, 255, (120, 90, 3), dtype=np.uint8)
+    try:
+        plan = core.plan_enrich(rgb, conf=None, iou=None, bgr=False)
+        (lookup,) = next(plan)  # preprocess's letterbox mode, once
+        assert (lookup.kind, lookup.model) == ("config", ct.PREPROCESS)
+        core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS}
+        pose_req, threat_req = plan.send([core.configs[ct.PREPROCESS]])
+        assert pose_req.inputs[0].shape == (1, 640, 640, 3)
+        assert (pose_req.model, threat_req.model) == (ct.POSE_TENSOR_ENSEMBLE, ct.THREAT_TENSOR_ENSEMBLE)
+        assert pose_req.inputs[0].region is threat_req.inputs[0].region  # both read the same pixels
+        pose = _pose_padded(3)
+        pose[ct.BOXES][1] = [200, 200, 300, 300]  # outside the 90x120 frame: no crop, zero embedding
+        (osnet,) = plan.send([{k: v[None] for k, v in pose.items()}, {k: v[None] for k, v in _threat_padded().items()}])
+        assert osnet.model == ct.REID_MODEL and osnet.inputs[0].shape[0] == 2
+        emb = np.eye(2, ct.EMBEDDING_DIMENSION, dtype=np.float32)
+        with pytest.raises(StopIteration) as stop:
+            plan.send([{ct.EMBEDDINGS: emb}])
+        result = stop.value.value
+        assert (result.image_height, result.image_width) == (120, 90)
+        assert len(result.persons) == 3 and len(result.threats.threats) == 2
+        assert result.persons[0].reid.embedding == emb[0].tolist()
+        assert not any(result.persons[1].reid.embedding)
+        assert result.persons[2].reid.embedding == emb[1].tolist()
+    finally:
+        core.shm.destroy_all()
+
+
+@pytest.mark.parametrize(
+    ("parameters", "mode"),
+    [({}, "square"), ({"letterbox": {"string_value": "square"}}, "square"),
+     ({"letterbox": {"string_value": "rect"}}, "rect"), ({"letterbox": {"string_value": " RECT "}}, "rect")],
+)  # fmt: skip
+def test_client_core_letterboxes_like_the_servers_preprocess_when_it_names_a_mode(parameters, mode):
+    core = _core(transport="shm")
+    assert core.letterbox_mode() == "square"  # before the lookup
+    core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS, "parameters": parameters}
+    assert core.letterbox_mode() == mode
+
+
+def test_client_default_models_include_tensor_ensembles_only_when_transport_is_shm():
+    from enrichment_light.client.sync import EnrichmentClient
+
+    with EnrichmentClient("127.0.0.1:1") as c:
+        assert c._default_models() == CLIENT_MODELS
+    with EnrichmentClient("127.0.0.1:1", transport="shm") as c:
+        assert set(c._default_models()) - set(CLIENT_MODELS) == {ct.POSE_TENSOR_ENSEMBLE, ct.THREAT_TENSOR_ENSEMBLE}
 
 
 @pytest.mark.parametrize(

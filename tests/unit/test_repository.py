@@ -450,6 +450,24 @@ def test_ensemble_steps_chain_outputs_to_inputs_when_read_from_config():
         assert {t.name for t in ct.model_spec(name).outputs} <= produced
 
 
+@pytest.mark.parametrize(
+    ("tensor", "ensemble"),
+    [(ct.POSE_TENSOR_ENSEMBLE, ct.POSE_ENSEMBLE), (ct.THREAT_TENSOR_ENSEMBLE, ct.THREAT_ENSEMBLE)],
+)
+def test_tensor_ensemble_runs_the_bytes_ensembles_detector_and_postprocessor_when_generated(tensor, ensemble):
+    steps, bytes_steps = rb.ENSEMBLE_STEPS[tensor], rb.ENSEMBLE_STEPS[ensemble]
+    assert [m for m, _, _ in bytes_steps] == [ct.PREPROCESS] + [m for m, _, _ in steps]
+    assert steps[0][1] == {ct.IMAGES: ct.IMAGES}  # the request's tensor goes straight to the detector
+    assert steps[1][1][ct.LETTERBOX_INFO] == ct.LETTERBOX_INFO
+    assert steps[1][2] == bytes_steps[2][2]  # the same postprocessor outputs, under the same names
+    spec, bytes_spec = ct.model_spec(tensor), ct.model_spec(ensemble)
+    assert spec.outputs == bytes_spec.outputs
+    assert spec.input(ct.IMAGES) == ct.model_spec(ct.PREPROCESS).output(ct.IMAGES)
+    assert spec.input(ct.LETTERBOX_INFO) == ct.model_spec(ct.PREPROCESS).output(ct.LETTERBOX_INFO)
+    cfg = rb.parse_config((ROOT / "model_repository" / tensor / "config.pbtxt").read_text())
+    assert [s.model_name for s in cfg.ensemble_scheduling.step] == [m for m, _, _ in steps]
+
+
 def test_class_names_from_metadata_reads_json_and_python_dict_text():
     assert rb.class_names_from_metadata({"names": '{"0": "gun", "1": "knife"}'}) == ("gun", "knife")
     assert rb.class_names_from_metadata({"names": "{0: 'gun', 1: 'knife'}"}) == ("gun", "knife")

@@ -33,7 +33,6 @@ from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
 from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
 from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
-from enrichment_light.client.sync import CLIENT_MODELS
 from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
@@ -317,7 +316,7 @@ class AsyncEnrichmentClient(ClientBase):
 
     async def wait_until_ready(self, timeout_s: float = 60.0, *, models: Sequence[str] | None = None) -> None:
         """Wait until the server and `models` are ready (see the sync client for the errors)."""
-        wanted = list(CLIENT_MODELS if models is None else models)
+        wanted = list(self._default_models() if models is None else models)
         deadline = time.monotonic() + timeout_s
         pending = wanted
         server_ready = False

@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from enrichment_light.client.plans import ClientCore
+from enrichment_light.client.plans import CLIENT_MODELS, TENSOR_ENSEMBLES, ClientCore
 from enrichment_light.client.transport import admin_headers
 
 
@@ -42,3 +42,7 @@ class ClientBase:
     def transport(self) -> str:
         """``"bytes"`` or ``"shm"``."""
         return self._core.transport
+
+    def _default_models(self) -> tuple[str, ...]:
+        """What ``wait_until_ready`` waits for: every model the client's methods call with its transport."""
+        return CLIENT_MODELS + (tuple(TENSOR_ENSEMBLES.values()) if self.transport == "shm" else ())

@@ -10,15 +10,19 @@ live here once.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from enrichment_light.client.decoding import (
+    ENRICH_POSE_NAMES,
+    ENRICH_THREAT_NAMES,
     POSE_KEYS,
     THREAT_KEYS,
     decode_enrich,
@@ -29,7 +33,6 @@ from enrichment_light.client.decoding import (
 )
 from enrichment_light.client.inputs import ImageInput, as_boxes, as_image_bytes, as_rgb_array
 from enrichment_light.client.model_config import backend_from_config, config_parameters
-from enrichment_light.client.results import EnrichmentResult, PersonResult, PoseResult, ReIDResult, ThreatResult
 from enrichment_light.client.transport import (
     URL_ENV,
     Endpoint,
@@ -44,6 +47,11 @@ from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 
 TRANSPORTS = ("bytes", "shm")
+#: The tensor-input twin of each bytes ensemble: what the ``shm`` transport calls.
+TENSOR_ENSEMBLES = {ct.POSE_ENSEMBLE: ct.POSE_TENSOR_ENSEMBLE, ct.THREAT_ENSEMBLE: ct.THREAT_TENSOR_ENSEMBLE}
+#: Models the client's methods call with either transport; ``wait_until_ready`` waits for these by default.
+CLIENT_MODELS = (ct.THREAT_ENSEMBLE, ct.POSE_ENSEMBLE, ct.REID_ENSEMBLE, ct.ENRICH, ct.REID_MODEL)
+_SHM_ALIGN = 64  # LETTERBOX_INFO starts at the next multiple of this after the pixels
 
 
 @dataclass
@@ -55,6 +63,7 @@ class TensorIn:
     region: ShmRegion | None = None
     shape: tuple[int, ...] = ()
     datatype: str = ""
+    offset: int = 0  # bytes into `region`
 
     @classmethod
     def of(cls, name: str, array: np.ndarray) -> TensorIn:
@@ -144,7 +153,6 @@ class ClientCore:
         self.round_robin = RoundRobin(len(self.endpoints))
         self.shm = ShmPool("enrichment") if transport == "shm" else None
         self.configs: dict[str, Mapping[str, Any]] = {}
-        self._settings: dict[str, tuple[Mapping[str, Any], Any]] = {}
         self.closed = False
 
     @property
@@ -170,16 +178,10 @@ class ClientCore:
 
     def plan_threats(self, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool) -> Plan:
         """Plan of ``detect_threats``."""
-        if self.transport == "shm":
-            return (yield from self._plan_detect_shm(ct.THREAT_MODEL, image, conf=conf, iou=iou, bgr=bgr))
-        req = Request(
-            ct.THREAT_ENSEMBLE,
-            [image_bytes_tensor(self.image_bytes(image, bgr)), *threshold_tensors(conf, iou)],
-            output_names(ct.THREAT_ENSEMBLE),
-        )
+        threshold_tensors(conf, iou)  # validated before any request
         yield self._config_step(ct.THREAT_MODEL) + self._config_step(ct.THREAT_POSTPROCESS)
         start = time.perf_counter()
-        (out,) = yield [req]
+        out = yield from self._plan_detect(ct.THREAT_ENSEMBLE, image, conf=conf, iou=iou, bgr=bgr)
         return decode_threats(
             first_image(out, {k: k for k in THREAT_KEYS}),
             elapsed_ms=_ms_since(start),
@@ -189,15 +191,65 @@ class ClientCore:
 
     def plan_poses(self, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool) -> Plan:
         """Plan of ``estimate_poses``."""
-        if self.transport == "shm":
-            return (yield from self._plan_detect_shm(ct.POSE_MODEL, image, conf=conf, iou=iou, bgr=bgr))
-        req = Request(
-            ct.POSE_ENSEMBLE,
-            [image_bytes_tensor(self.image_bytes(image, bgr)), *threshold_tensors(conf, iou)],
-            output_names(ct.POSE_ENSEMBLE),
-        )
-        (out,) = yield [req]
+        out = yield from self._plan_detect(ct.POSE_ENSEMBLE, image, conf=conf, iou=iou, bgr=bgr)
         return decode_poses(first_image(out, {k: k for k in POSE_KEYS}))
+
+    def _plan_detect(
+        self, ensemble: str, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool
+    ) -> Plan:
+        """One image through a detector ensemble; returns its batched outputs.
+
+        ``bytes`` sends the encoded image to `ensemble`; ``shm`` letterboxes here and sends the
+        tensor to the ensemble's tensor-input twin (``TENSOR_ENSEMBLES``). Both end in the same
+        server-side postprocessor and return the same tensors.
+        """
+        thresholds = threshold_tensors(conf, iou)  # validated before any work
+        if self.shm is None:
+            req = Request(
+                ensemble, [image_bytes_tensor(self.image_bytes(image, bgr)), *thresholds], output_names(ensemble)
+            )
+            (out,) = yield [req]
+            return out
+        rgb = as_rgb_array(image, bgr=bgr)
+        lookup = self._config_step(ct.PREPROCESS)  # its letterbox mode, read once
+        if lookup:
+            yield lookup
+        tensor, info = self.letterboxed(rgb)
+        name = TENSOR_ENSEMBLES[ensemble]
+        with self.shm_tensor_inputs(tensor, info) as inputs:
+            (out,) = yield [Request(name, [*inputs, *thresholds], output_names(name))]
+        return out
+
+    def letterbox_mode(self) -> str:
+        """How the server's ``preprocess`` letterboxes: its ``letterbox`` parameter, ``rect`` or ``square``.
+
+        The shm transport letterboxes on the client, so it must do what the bytes path does on the
+        server. A ``preprocess`` without that parameter letterboxes square (640 x 640).
+        """
+        config = self.configs.get(ct.PREPROCESS)
+        mode = config_parameters(config).get("letterbox", "square") if config else "square"
+        return "rect" if mode.strip().lower() == "rect" else "square"
+
+    def letterboxed(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``images`` ``[1, H, W, 3]`` and ``LETTERBOX_INFO`` ``[1, 5]`` of an RGB image, as ``preprocess`` does."""
+        from enrichment_light.core.processing.image import letterbox
+
+        # rect: the minimal stride-32 rectangle (Ultralytics LetterBox(auto=True)), servers that say so
+        rect = {"auto": True} if self.letterbox_mode() == "rect" else {}
+        tensor, info = letterbox(rgb, ct.DETECTOR_INPUT_SIZE, **rect)
+        return tensor[None], info.to_array()[None]
+
+    @contextlib.contextmanager
+    def shm_tensor_inputs(self, tensor: np.ndarray, info: np.ndarray) -> Iterator[list[TensorIn]]:
+        """``images`` and ``LETTERBOX_INFO`` written to one pooled shared-memory region (info after the pixels)."""
+        info_offset = -(-tensor.nbytes // _SHM_ALIGN) * _SHM_ALIGN
+        region = self.shm.acquire(info_offset + info.nbytes)
+        try:
+            region.write(tensor)
+            region.write(info, offset=info_offset)
+            yield [_shm_input(ct.IMAGES, region, tensor), _shm_input(ct.LETTERBOX_INFO, region, info, info_offset)]
+        finally:
+            self.shm.release(region)
 
     def plan_embeddings(self, image: ImageInput, boxes: Any, *, bgr: bool) -> Plan:
         """Plan of ``extract_embeddings``: chunks of at most ``MAX_PERSONS_PER_FRAME`` boxes."""
@@ -232,6 +284,11 @@ class ClientCore:
         return (yield from self._plan_crops_array(batch))
 
     def _plan_crops_array(self, batch: np.ndarray) -> Plan:
+        embeddings = yield from self._plan_embed(batch)
+        return reid_results(embeddings)
+
+    def _plan_embed(self, batch: np.ndarray) -> Plan:
+        """``osnet_x0_25`` on ``[K, 256, 128, 3]`` crops in chunks (through shared memory for ``shm``)."""
         step = ct.MAX_PERSONS_PER_FRAME
         chunks = [np.ascontiguousarray(batch[i : i + step]) for i in range(0, len(batch), step)]
         regions: list[ShmRegion] = []
@@ -249,7 +306,7 @@ class ClientCore:
         finally:
             for region in regions:
                 self.shm.release(region)
-        return reid_results(np.concatenate([o[ct.EMBEDDINGS] for o in outs]))
+        return np.concatenate([o[ct.EMBEDDINGS] for o in outs])
 
     def plan_enrich(self, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool) -> Plan:
         """Plan of ``enrich``."""
@@ -267,121 +324,66 @@ class ClientCore:
             out, elapsed_ms=_ms_since(start), backend=self.backend_of(ct.THREAT_MODEL), class_names=self.class_names()
         )
 
-    # -- shared-memory plans ---------------------------------------------------------------
-
-    def _plan_detect_shm(
-        self, model: str, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool
-    ) -> Plan:
-        from enrichment_light.core.processing.image import letterbox
-
-        threshold_tensors(conf, iou)  # validate before any work
-        tensor, info = letterbox(as_rgb_array(image, bgr=bgr))
-        post = ct.POSE_POSTPROCESS if model == ct.POSE_MODEL else ct.THREAT_POSTPROCESS
-        yield self._config_step(post) + self._config_step(model)
-        start = time.perf_counter()
-        (raw,) = yield from self._plan_raw([model], tensor)
-        if model == ct.POSE_MODEL:
-            return self.local_poses(raw, info, conf=conf, iou=iou)
-        return self.local_threats(raw, info, conf=conf, iou=iou, elapsed_ms=_ms_since(start))
-
-    def _plan_raw(self, models: Sequence[str], tensor: np.ndarray) -> Plan:
-        """Send one letterboxed tensor through shared memory to each of `models`; return raw outputs."""
-        batch = tensor[None]
-        region = self.shm.acquire(batch.nbytes)
-        try:
-            region.write(batch)
-            outs = yield [Request(m, [_shm_input(ct.IMAGES, region, batch)], (ct.RAW_OUTPUT,)) for m in models]
-        finally:
-            self.shm.release(region)
-        return [o[ct.RAW_OUTPUT] for o in outs]
-
     def class_names(self) -> list[str] | None:
-        """The threat detector's class names from ``threat_postprocess``'s config, if known."""
+        """The threat detector's class names (the ``class_names`` parameter of ``threat_postprocess``), if known.
+
+        Only fills :attr:`ThreatDetection.class_name`; thresholds, rules and the taxonomy stay on the server.
+        """
         config = self.configs.get(ct.THREAT_POSTPROCESS)
         if not config:
             return None
-        return list(self.postprocess_settings(ct.THREAT_POSTPROCESS).mapping.class_names)
+        try:
+            names = json.loads(config_parameters(config).get("class_names", "null"))
+        except json.JSONDecodeError:
+            return None
+        return [str(n) for n in names] if isinstance(names, list) else None
 
-    def postprocess_settings(self, model: str) -> Any:
-        """``PoseSettings``/``ThreatSettings`` of a postprocessor, from its config parameters.
-
-        The same classes the server's postprocessors build from the same parameters, so local
-        (shared-memory) postprocessing uses exactly the server's thresholds, rules and taxonomy.
-        Cached per config (the taxonomy is resolved once).
-        """
-        from enrichment_light.serving.pipeline import PoseSettings, ThreatSettings
-
-        config = self.configs[model]
-        cached = self._settings.get(model)
-        if cached is None or cached[0] is not config:
-            cls = PoseSettings if model == ct.POSE_POSTPROCESS else ThreatSettings
-            cached = self._settings[model] = (config, cls.from_parameters(config_parameters(config)))
-        return cached[1]
-
-    def local_poses(self, raw: np.ndarray, info: Any, *, conf: float | None, iou: float | None) -> list[PoseResult]:
-        """Postprocess a raw pose head locally, as ``pose_postprocess`` does on the server."""
-        from enrichment_light.serving.pipeline import pose_outputs
-
-        settings = self.postprocess_settings(ct.POSE_POSTPROCESS)
-        (padded,) = pose_outputs(
-            raw,
-            info.to_array()[None],
-            settings.conf if conf is None else conf,
-            settings.iou if iou is None else iou,
-            settings,
-        )
-        return decode_poses(padded)
-
-    def local_threats(
-        self, raw: np.ndarray, info: Any, *, conf: float | None, iou: float | None, elapsed_ms: float
-    ) -> ThreatResult:
-        """Postprocess a raw detect head locally, as ``threat_postprocess`` does on the server."""
-        from enrichment_light.serving.pipeline import threat_outputs
-
-        settings = self.postprocess_settings(ct.THREAT_POSTPROCESS)
-        (padded,) = threat_outputs(
-            raw,
-            info.to_array()[None],
-            settings.conf if conf is None else conf,
-            settings.iou if iou is None else iou,
-            settings,
-        )
-        return decode_threats(
-            padded,
-            elapsed_ms=elapsed_ms,
-            backend=self.backend_of(ct.THREAT_MODEL),
-            class_names=list(settings.mapping.class_names),
-        )
+    # -- shared-memory enrich --------------------------------------------------------------
 
     def _plan_enrich_shm(self, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool) -> Plan:
-        from enrichment_light.core.processing.image import letterbox
-        from enrichment_light.core.processing.reid import crop_persons
+        """``enrich`` over shared memory: ``pose_tensor`` and ``threat_tensor`` at once, then ``osnet_x0_25``.
 
-        threshold_tensors(conf, iou)
+        The ``enrich`` BLS crops persons from the original frame, which only the client holds here,
+        so the client crops (:func:`~enrichment_light.core.processing.reid.detected_person_crops`, the
+        BLS's own function) and sends the crops through shared memory. The outputs are assembled
+        into ``enrich``'s tensors and decoded by the same :func:`decode_enrich`.
+        """
+        from enrichment_light.core.processing.reid import detected_person_crops
+
+        thresholds = threshold_tensors(conf, iou)
         rgb = as_rgb_array(image, bgr=bgr)
-        tensor, info = letterbox(rgb)
         yield [
-            *self._config_step(ct.POSE_POSTPROCESS),
-            *self._config_step(ct.THREAT_POSTPROCESS),
             *self._config_step(ct.THREAT_MODEL),
+            *self._config_step(ct.THREAT_POSTPROCESS),
+            *self._config_step(ct.PREPROCESS),
         ]
+        tensor, info = self.letterboxed(rgb)
         start = time.perf_counter()
-        pose_raw, threat_raw = yield from self._plan_raw([ct.POSE_MODEL, ct.THREAT_MODEL], tensor)
-        poses = self.local_poses(pose_raw, info, conf=conf, iou=iou)
-        embeddings: list[ReIDResult] = []
-        if poses:
-            boxes = np.array([p.bbox for p in poses[: ct.MAX_PERSONS_PER_FRAME]], dtype=np.float32)
-            embeddings = yield from self._plan_crops_array(crop_persons(rgb, boxes))
-        elapsed = _ms_since(start)
-        threats = self.local_threats(threat_raw, info, conf=conf, iou=iou, elapsed_ms=elapsed)
-        persons = [PersonResult(p, embeddings[i] if i < len(embeddings) else None) for i, p in enumerate(poses)]
-        return EnrichmentResult(threats, persons, rgb.shape[0], rgb.shape[1], inference_time_ms=elapsed)
+        names = {e: TENSOR_ENSEMBLES[e] for e in (ct.POSE_ENSEMBLE, ct.THREAT_ENSEMBLE)}
+        with self.shm_tensor_inputs(tensor, info) as inputs:
+            pose, threat = yield [Request(n, [*inputs, *thresholds], output_names(n)) for n in names.values()]
+        count = int(np.asarray(pose[ct.NUM_DETECTIONS]).reshape(-1)[0])
+        crops, owners = detected_person_crops(rgb, np.asarray(pose[ct.BOXES])[0][:count])
+        embeddings = np.zeros((1, ct.MAX_DETECTIONS, ct.EMBEDDING_DIMENSION), np.float32)
+        if len(crops):
+            embeddings[0, owners] = yield from self._plan_embed(crops)
+        out = {
+            **{enrich_name: threat[name] for name, enrich_name in ENRICH_THREAT_NAMES.items()},
+            **{enrich_name: pose[name] for name, enrich_name in ENRICH_POSE_NAMES.items()},
+            ct.EMBEDDINGS: embeddings,
+            ct.LETTERBOX_INFO: info,
+        }
+        return decode_enrich(
+            out, elapsed_ms=_ms_since(start), backend=self.backend_of(ct.THREAT_MODEL), class_names=self.class_names()
+        )
 
 
-def _shm_input(name: str, region: ShmRegion, array: np.ndarray) -> TensorIn:
+def _shm_input(name: str, region: ShmRegion, array: np.ndarray, offset: int = 0) -> TensorIn:
     from tritonclient.utils import np_to_triton_dtype
 
-    return TensorIn(name, region=region, shape=tuple(array.shape), datatype=np_to_triton_dtype(array.dtype))
+    return TensorIn(
+        name, region=region, shape=tuple(array.shape), datatype=np_to_triton_dtype(array.dtype), offset=offset
+    )
 
 
 def _ms_since(start: float) -> float:
@@ -394,7 +396,7 @@ def make_infer_inputs(module: Any, inputs: Sequence[TensorIn], *, http: bool) ->
     for t in inputs:
         item = module.InferInput(t.name, list(t.shape), t.datatype)
         if t.region is not None:
-            item.set_shared_memory(t.region.name, int(np.prod(t.shape)) * _itemsize(t.datatype))
+            item.set_shared_memory(t.region.name, int(np.prod(t.shape)) * _itemsize(t.datatype), offset=t.offset)
         elif http:
             item.set_data_from_numpy(t.array, binary_data=True)
         else:

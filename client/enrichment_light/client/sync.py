@@ -28,7 +28,13 @@ from enrichment_light.client.base import ClientBase
 from enrichment_light.client.inputs import ImageInput
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
-from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
+from enrichment_light.client.plans import (
+    CLIENT_MODELS,  # noqa: F401  (public here: enrichment_light.client)
+    Plan,
+    Request,
+    make_infer_inputs,
+    make_outputs,
+)
 from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
 from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
@@ -39,9 +45,6 @@ from enrichment_light.core.errors import (
 )
 
 T = TypeVar("T")
-
-#: Models the client's methods call; ``wait_until_ready`` waits for these by default.
-CLIENT_MODELS = (ct.THREAT_ENSEMBLE, ct.POSE_ENSEMBLE, ct.REID_ENSEMBLE, ct.ENRICH, ct.REID_MODEL)
 
 
 class EnrichmentClient(ClientBase):
@@ -62,9 +65,10 @@ class EnrichmentClient(ClientBase):
         backoff_s: Wait before the first retry round, doubled for each further round.
         version: Model version to request (default: the server's version policy).
         transport: ``"bytes"`` (default) sends encoded images to the server-side ensembles.
-            ``"shm"`` (local servers only) letterboxes on the client, passes the uint8 tensor
-            through system shared memory straight to the inference models and postprocesses
-            locally with the same processing core and the server's postprocessor parameters.
+            ``"shm"`` (local servers only) letterboxes on the client and passes the uint8 tensor
+            and its ``LETTERBOX_INFO`` through system shared memory to the tensor-input ensembles
+            (``pose_tensor``, ``threat_tensor``), which run the same postprocessors and return
+            the same tensors; crops for re-id go to ``osnet_x0_25`` through shared memory too.
         array_format: How numpy/PIL images are encoded for ``"bytes"``: ``"png"`` (lossless,
             default) or ``"jpeg"`` (quality 95, fewer bytes for remote servers).
         max_workers: Threads used by the ``*_batch`` methods.
@@ -110,6 +114,7 @@ class EnrichmentClient(ClientBase):
         self._max_workers = max_workers
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        self._register_lock = threading.Lock()  # concurrent requests may share a new region
         self._grpc: dict[str, Any] = {}
         self._http_local = threading.local()
         self._http_all: list[tuple[str, Any]] = []  # (url, client) of every thread
@@ -273,10 +278,13 @@ class EnrichmentClient(ClientBase):
         for t in request.inputs:
             if t.region is None or (endpoint.url, t.region.name) in shm.registered:
                 continue
-            client.register_system_shared_memory(
-                t.region.name, t.region.key, t.region.byte_size, headers=self._admin_headers
-            )
-            shm.registered.add((endpoint.url, t.region.name))
+            with self._register_lock:
+                if (endpoint.url, t.region.name) in shm.registered:
+                    continue
+                client.register_system_shared_memory(
+                    t.region.name, t.region.key, t.region.byte_size, headers=self._admin_headers
+                )
+                shm.registered.add((endpoint.url, t.region.name))
 
     def _config(self, model: str) -> dict[str, Any]:
         config = self._call(
@@ -460,13 +468,14 @@ class EnrichmentClient(ClientBase):
 
         Args:
             timeout_s: How long to wait.
-            models: Models to wait for; defaults to every model the client's methods use.
+            models: Models to wait for; defaults to every model the client's methods use with
+                its transport.
 
         Raises:
             ServerUnavailableError: No server became ready in time.
             ModelNotReadyError: The server is ready but some model is not.
         """
-        wanted = list(CLIENT_MODELS if models is None else models)
+        wanted = list(self._default_models() if models is None else models)
         deadline = time.monotonic() + timeout_s
         pending = wanted
         server_ready = False

@@ -359,12 +359,14 @@ class ShmRegion:
         self.byte_size = int(byte_size)
         self._shm = shared_memory.SharedMemory(name=self.name, create=True, size=self.byte_size)
 
-    def write(self, array: np.ndarray) -> None:
-        """Copy `array` to the start of the region."""
+    def write(self, array: np.ndarray, offset: int = 0) -> None:
+        """Copy `array` into the region, starting `offset` bytes in."""
         src = np.ascontiguousarray(array)
-        if src.nbytes > self.byte_size:
-            raise ValueError(f"{src.nbytes} bytes do not fit shared-memory region {self.name} of {self.byte_size}")
-        np.ndarray(src.shape, src.dtype, buffer=self._shm.buf)[...] = src
+        if offset < 0 or offset + src.nbytes > self.byte_size:
+            raise ValueError(
+                f"{src.nbytes} bytes at offset {offset} do not fit shared-memory region {self.name} of {self.byte_size}"
+            )
+        np.ndarray(src.shape, src.dtype, buffer=self._shm.buf, offset=offset)[...] = src
 
     def read(self, dtype: type, shape: Sequence[int]) -> np.ndarray:
         """Copy the region's first ``prod(shape)`` items out as an array."""

@@ -59,10 +59,14 @@ POSE_ENSEMBLE = "pose"
 THREAT_ENSEMBLE = "threat"
 REID_ENSEMBLE = "reid"
 ENRICH = "enrich"
+# Tensor-input entry points (the client's shared-memory transport): an already letterboxed uint8
+# tensor plus its LETTERBOX_INFO -> detector -> the same postprocessor as the bytes ensembles.
+POSE_TENSOR_ENSEMBLE = "pose_tensor"
+THREAT_TENSOR_ENSEMBLE = "threat_tensor"
 
 INFERENCE_MODELS = (POSE_MODEL, THREAT_MODEL, REID_MODEL)
 PYTHON_MODELS = (PREPROCESS, POSE_POSTPROCESS, THREAT_POSTPROCESS, REID_CROPS, ENRICH)
-ENSEMBLES = (POSE_ENSEMBLE, THREAT_ENSEMBLE, REID_ENSEMBLE)
+ENSEMBLES = (POSE_ENSEMBLE, THREAT_ENSEMBLE, REID_ENSEMBLE, POSE_TENSOR_ENSEMBLE, THREAT_TENSOR_ENSEMBLE)
 ALL_MODELS = INFERENCE_MODELS + PYTHON_MODELS + ENSEMBLES
 
 # --- tensor names -------------------------------------------------------------------------
@@ -262,6 +266,17 @@ MODELS: dict[str, ModelSpec] = {
             outputs=_THREAT_OUTPUTS,
             max_batch_size=8,
             kind="ensemble",
+        ),
+        # The tensor-input twins: preprocess's outputs (images, LETTERBOX_INFO) come with the request.
+        *(
+            ModelSpec(
+                name,
+                inputs=(_DETECTOR_IN, _LB_INFO, *_thresholds()),
+                outputs=outputs,
+                max_batch_size=8,
+                kind="ensemble",
+            )
+            for name, outputs in ((POSE_TENSOR_ENSEMBLE, _POSE_OUTPUTS), (THREAT_TENSOR_ENSEMBLE, _THREAT_OUTPUTS))
         ),
         ModelSpec(
             REID_ENSEMBLE,

@@ -23,7 +23,7 @@ from enrichment_light.core.params import get_float, get_int, get_json, subset
 from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
 from enrichment_light.core.processing.image import decode_image, letterbox
 from enrichment_light.core.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
-from enrichment_light.core.processing.reid import crop_persons
+from enrichment_light.core.processing.reid import crop_persons, detected_person_crops
 from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, pad_threats, select_threats
 
 Outputs = dict[str, np.ndarray]
@@ -403,14 +403,8 @@ def enrich_postprocess(
     outputs, crops, owners = [], [], []
     for frame, pose, threat in zip(frames, poses, threats, strict=True):
         k = int(pose[ct.NUM_DETECTIONS][0])
-        boxes = pose[ct.BOXES][:k]
-        h, w = frame.image.shape[:2]
-        x1 = np.floor(np.clip(boxes[:, 0], 0, w))
-        x2 = np.ceil(np.clip(boxes[:, 2], 0, w))
-        y1 = np.floor(np.clip(boxes[:, 1], 0, h))
-        y2 = np.ceil(np.clip(boxes[:, 3], 0, h))
-        valid = np.flatnonzero((x2 > x1) & (y2 > y1))  # degenerate boxes keep a zero embedding
-        crops.append(crop_persons(frame.image, boxes[valid]) if valid.size else np.zeros((0, 256, 128, 3), np.uint8))
+        person_crops, valid = detected_person_crops(frame.image, pose[ct.BOXES][:k])  # degenerate: zero embedding
+        crops.append(person_crops)
         owners.append(valid)
         outputs.append(
             {

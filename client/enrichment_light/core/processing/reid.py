@@ -224,3 +224,27 @@ def extract_person_crops(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
 
 crop_persons = extract_person_crops  # shorter alias used by the client core
+
+
+def detected_person_crops(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Crops of the detector's person boxes that cover at least one pixel of the image.
+
+    The ``enrich`` model and the client's shared-memory ``enrich`` both call this, so a detected
+    box that is empty after clamping gets no crop in either (its embedding stays all zeros)
+    instead of failing the frame as :func:`crop_bounds` would for a user's box.
+
+    Args:
+        image: uint8 ``(H, W, 3)`` RGB, the original frame.
+        boxes: ``(K, 4)`` float ``x1, y1, x2, y2`` in image pixels (the detector's output).
+
+    Returns:
+        uint8 ``(k, 256, 128, 3)`` crops and the int64 indices (into `boxes`) of the ``k`` boxes they belong to.
+    """
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    h, w = image.shape[:2]
+    x1, x2 = np.floor(np.clip(b[:, 0], 0, w)), np.ceil(np.clip(b[:, 2], 0, w))
+    y1, y2 = np.floor(np.clip(b[:, 1], 0, h)), np.ceil(np.clip(b[:, 3], 0, h))
+    valid = np.flatnonzero((x2 > x1) & (y2 > y1))
+    if not valid.size:
+        return np.zeros((0, REID_INPUT_HEIGHT, REID_INPUT_WIDTH, 3), np.uint8), valid
+    return extract_person_crops(image, np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[valid]), valid
