@@ -199,8 +199,10 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
+            # The optional thresholds are only validated here (before any decode), so that a bad
+            # override fails the request before the detector runs; the postprocessor applies them.
             PREPROCESS,
-            inputs=(_IMAGE_IN,),
+            inputs=(_IMAGE_IN, *_thresholds()),
             outputs=(_DETECTOR_IN, _LB_INFO),
             max_batch_size=8,
             kind="python",

@@ -355,7 +355,8 @@ def _detector_steps(model: str, post: str) -> list[tuple[str, dict[str, str], di
     return [
         (
             ct.PREPROCESS,
-            {ct.IMAGE_BYTES: ct.IMAGE_BYTES},
+            # The thresholds go to preprocess too: it refuses a bad one before decode and inference.
+            {ct.IMAGE_BYTES: ct.IMAGE_BYTES, ct.CONF_THRESHOLD: ct.CONF_THRESHOLD, ct.IOU_THRESHOLD: ct.IOU_THRESHOLD},
             {ct.IMAGES: _INTERNAL_IMAGES, ct.LETTERBOX_INFO: _INTERNAL_INFO},
         ),
         (model, {ct.IMAGES: _INTERNAL_IMAGES}, {ct.RAW_OUTPUT: _INTERNAL_RAW}),

@@ -352,6 +352,31 @@ def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients):
     assert outcomes == ["ok"] * 5 + ["error"] + ["ok"] * 2
 
 
+THRESHOLD_CASES = [
+    (ct.POSE_ENSEMBLE, ct.POSE_MODEL, ct.CONF_THRESHOLD, 1.5),
+    (ct.POSE_ENSEMBLE, ct.POSE_MODEL, ct.IOU_THRESHOLD, -0.1),
+    (ct.THREAT_ENSEMBLE, ct.THREAT_MODEL, ct.CONF_THRESHOLD, float("nan")),
+    (ct.THREAT_ENSEMBLE, ct.THREAT_MODEL, ct.IOU_THRESHOLD, 2.0),
+]
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+@pytest.mark.parametrize(("ensemble", "detector", "name", "value"), THRESHOLD_CASES)
+def test_ensemble_refuses_bad_threshold_before_detector_runs_when_override_is_out_of_range(
+    clients, protocol, ensemble, detector, name, value
+):
+    from tritonclient.utils import InferenceServerException
+
+    _, http = clients["http"]
+    before = _stats(http, detector)
+    inputs = {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"]), name: _conf(value)}
+    with pytest.raises(InferenceServerException) as info:
+        _infer(clients[protocol], ensemble, inputs)
+    assert f"{name} must be in [0, 1]" in str(info.value), str(info.value)
+    assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), info.value.status()
+    assert _stats(http, detector) == before  # neither inference nor execution count moved
+
+
 # --------------------------------------------------------------------------------------------- batching
 
 

@@ -120,6 +120,24 @@ def test_preprocess_batch_refuses_image_when_it_exceeds_max_pixels():
     assert "too large" in str(result)
 
 
+def test_preprocess_batch_refuses_bad_threshold_before_decoding_when_override_is_out_of_range(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(pipeline, "decode_and_letterbox", lambda *a: decoded.append(a) or pytest.fail("decoded"))
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), conf=np.array([[1.5]], np.float32))
+    (result,) = pipeline.preprocess_batch([bad], max_pixels=10_000)
+    assert isinstance(result, InvalidInputError)
+    assert "CONF_THRESHOLD must be in [0, 1]" in str(result)
+    assert decoded == []
+
+
+def test_preprocess_batch_serves_good_request_when_batch_also_has_bad_iou():
+    good = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), iou=np.array([[0.4]], np.float32))
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), iou=np.array([[np.nan]], np.float32))
+    results = pipeline.preprocess_batch([good, bad], max_pixels=10_000)
+    assert results[0][ct.IMAGES].shape[0] == 1
+    assert "IOU_THRESHOLD must be in [0, 1]" in str(results[1])
+
+
 # --------------------------------------------------------------------------------------------- postprocess
 
 

@@ -158,12 +158,33 @@ def decode_and_letterbox(data: bytes, max_pixels: int) -> tuple[np.ndarray, np.n
     return image, boxed, info.to_array()
 
 
-def preprocess_batch(requests: Sequence[np.ndarray | None], *, max_pixels: int) -> list[Result]:
-    """``preprocess``: ``IMAGE_BYTES`` -> ``images`` (uint8 ``[n,640,640,3]``) and ``LETTERBOX_INFO``."""
+@dataclass(frozen=True)
+class PreprocessInput:
+    """The inputs of one ``preprocess`` request (arrays with the request's batch axis)."""
+
+    image_bytes: np.ndarray | None
+    conf: np.ndarray | None = None
+    iou: np.ndarray | None = None
+
+
+def preprocess_batch(requests: Sequence[PreprocessInput | np.ndarray | None], *, max_pixels: int) -> list[Result]:
+    """``preprocess``: ``IMAGE_BYTES`` -> ``images`` (uint8 ``[n,640,640,3]``) and ``LETTERBOX_INFO``.
+
+    The optional ``CONF_THRESHOLD`` / ``IOU_THRESHOLD`` overrides are validated first, before any
+    decode, so that a bad one costs microseconds instead of a decode plus a detector run (the
+    postprocessor applies them; its own check stays for direct callers).
+
+    Args:
+        requests: One :class:`PreprocessInput` (or a bare ``IMAGE_BYTES`` array) per request.
+        max_pixels: Decode limit per image.
+    """
     results: list[Result] = []
-    for data in requests:
+    for request in requests:
+        item = request if isinstance(request, PreprocessInput) else PreprocessInput(request)
         try:
-            pairs = [decode_and_letterbox(b, max_pixels)[1:] for b in image_list(data)]
+            images = image_list(item.image_bytes)
+            thresholds(item.conf, item.iou, len(images), 0.0, 0.0)
+            pairs = [decode_and_letterbox(b, max_pixels)[1:] for b in images]
         except InvalidInputError as err:
             results.append(err)
             continue
