@@ -96,12 +96,9 @@ def _stages(data: bytes, sessions: dict, mapping) -> dict[str, float]:
         shapes[f"{rboxed.shape[0]}x{rboxed.shape[1]}"] = rboxed
     for m, key in ((ct.POSE_MODEL, "pose"), (ct.THREAT_MODEL, "threat")):
         s = sessions[m]
+        dynamic_hw = not isinstance(s.get_inputs()[0].shape[1], int)
         for shape, x in shapes.items():
-            if (
-                list(s.get_inputs()[0].shape[1:3]) in ([640, 640], [x.shape[0], x.shape[1]])
-                or shape == "640x640"
-                or not isinstance(s.get_inputs()[0].shape[1], int)
-            ):
+            if shape == "640x640" or dynamic_hw:
                 row[f"ort_{key}_{shape}"] = _median_ms(lambda s=s, x=x: s.run(None, {"images": x[None]}), n=7)
     raw_p = sessions[ct.POSE_MODEL].run(None, {"images": boxed[None]})[0]
     raw_t = sessions[ct.THREAT_MODEL].run(None, {"images": boxed[None]})[0]
