@@ -170,6 +170,8 @@ class BuildOptions:
         osnet_tensorrt_accelerator: tensorrt target: run OSNet with onnxruntime's TensorRT
             execution accelerator (FP16).
         gpu_profile: Path of the GPU profile JSON (tensorrt/onnx targets).
+        letterbox: ``rect`` (minimal stride-32 rectangle per frame) or ``square`` (640 x 640);
+            ``None`` picks ``rect`` unless a detector ONNX has a fixed input size.
     """
 
     class_names: tuple[str, ...] | None = None
@@ -183,8 +185,12 @@ class BuildOptions:
     ort_inter_op_threads: int = 1
     osnet_tensorrt_accelerator: bool = False
     gpu_profile: str | os.PathLike[str] | None = DEFAULT_GPU_PROFILE
+    letterbox: str | None = None
 
     def __post_init__(self) -> None:
+        if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
+            modes = list(ct.LETTERBOX_MODES)
+            raise ValueError(f"BuildOptions.letterbox must be one of {modes}, got {self.letterbox!r}")
         for name in ("pose_conf", "threat_conf", "iou"):
             value = getattr(self, name)
             if not 0.0 <= float(value) <= 1.0:
@@ -233,8 +239,9 @@ def threat_parameters(options: BuildOptions, class_names: Sequence[str], prefix:
 
 def model_parameters(name: str, target: str, options: BuildOptions, class_names: Sequence[str]) -> dict[str, str]:
     """All config ``parameters`` of model `name` for `target`."""
+    letterbox = options.letterbox or ct.DEFAULT_LETTERBOX
     if name == ct.PREPROCESS:
-        return {"max_pixels": str(options.max_pixels)}
+        return {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
     if name == ct.POSE_POSTPROCESS:
         return pose_parameters(options)
     if name == ct.THREAT_POSTPROCESS:
@@ -244,6 +251,7 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
     if name == ct.ENRICH:
         return {
             "max_pixels": str(options.max_pixels),
+            "letterbox": letterbox,
             **pose_parameters(options, "pose_"),
             **threat_parameters(options, class_names, "threat_"),
         }
@@ -332,7 +340,8 @@ def model_config(
         for tensor in spec.inputs:
             inp = warm.inputs[tensor.name]
             inp.data_type = mc.DataType.Value(tensor.config_dtype)
-            inp.dims.extend(tensor.shape)
+            # Variable detector sides warm up at the largest size (640 x 640).
+            inp.dims.extend(ct.DETECTOR_MAX_SIDE if d == -1 else d for d in tensor.shape)
             inp.zero_data = True
     if backend == "tensorrt" and tuning.cuda_graphs:
         cfg.optimization.cuda.graphs = True
@@ -426,6 +435,15 @@ def read_onnx_info(path: Path) -> tuple[dict[str, str], list[int]]:
     out = model.graph.output[0].type.tensor_type.shape.dim
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in out][1:]
     return meta, dims
+
+
+def onnx_input_hw_is_dynamic(path: Path) -> bool:
+    """Whether a detector ONNX file takes any height and width (``[N, H, W, 3]`` with symbolic H, W)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    return len(dims) == 4 and not any(d.HasField("dim_value") for d in list(dims)[1:3])
 
 
 def class_names_from_metadata(meta: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -640,6 +658,20 @@ def build_repository(
                 f"were given: {list(class_names)}"
             )
 
+    if options.letterbox is None:
+        detectors = (ct.POSE_MODEL, ct.THREAT_MODEL)
+        static = [n for n in detectors if sources[n] and not onnx_input_hw_is_dynamic(sources[n])]
+        if static:
+            LOGGER.warning("%s: ONNX input fixed at 640x640 (old export); serving the square letterbox", static)
+        options = dataclasses.replace(options, letterbox="square" if static else "rect")
+    elif options.letterbox == "rect":
+        for n in (ct.POSE_MODEL, ct.THREAT_MODEL):
+            if sources[n] is not None and not onnx_input_hw_is_dynamic(sources[n]):
+                raise ValueError(
+                    f"{n}: letterbox 'rect' needs an ONNX with dynamic height and width, but {sources[n]} is fixed "
+                    "at 640x640; re-export it (enrichment-export onnx) or build with letterbox 'square'"
+                )
+
     tuning = CPU_TUNING if target == "cpu" else load_gpu_profile(options.gpu_profile)
     manifest: dict[str, Any] = {
         "schema_version": MANIFEST_SCHEMA_VERSION,
@@ -647,6 +679,7 @@ def build_repository(
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "versions": _versions(),
         "threat_class_names": list(class_names),
+        "letterbox": options.letterbox,
         "models": {},
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -775,6 +808,12 @@ def add_build_repository_parser(subparsers: Any) -> None:
     p.add_argument("--inter-op-threads", type=int, default=1)
     p.add_argument("--osnet-tensorrt-accelerator", action="store_true")
     p.add_argument("--gpu-profile", default=str(DEFAULT_GPU_PROFILE))
+    p.add_argument(
+        "--letterbox",
+        choices=ct.LETTERBOX_MODES,
+        help="rect: each frame at its minimal stride-32 rectangle (default when the detector ONNX has dynamic "
+        "H/W); square: 640x640",
+    )
     p.add_argument("--allowed-root", action="append", dest="allowed_roots", help="allowed root (repeatable)")
     p.set_defaults(func=run_build_repository)
 
@@ -799,6 +838,7 @@ def run_build_repository(args: Any) -> int:
         ort_inter_op_threads=args.inter_op_threads,
         osnet_tensorrt_accelerator=args.osnet_tensorrt_accelerator,
         gpu_profile=args.gpu_profile,
+        letterbox=args.letterbox,
     )
     onnx = {n: getattr(args, f"onnx_{n}") for n in ct.INFERENCE_MODELS if getattr(args, f"onnx_{n}")}
     result = build_repository(

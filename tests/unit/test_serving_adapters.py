@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_preprocess_batch_refuses_image_when_it_exceeds_max_pixels():
 
 def test_preprocess_batch_refuses_bad_threshold_before_decoding_when_override_is_out_of_range(monkeypatch):
     decoded = []
-    monkeypatch.setattr(pipeline, "decode_and_letterbox", lambda *a: decoded.append(a) or pytest.fail("decoded"))
+    monkeypatch.setattr(pipeline, "decode_and_letterbox_all", lambda *a: decoded.append(a) or pytest.fail("decoded"))
     bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), conf=np.array([[1.5]], np.float32))
     (result,) = pipeline.preprocess_batch([bad], max_pixels=10_000)
     assert isinstance(result, InvalidInputError)
@@ -136,6 +137,42 @@ def test_preprocess_batch_serves_good_request_when_batch_also_has_bad_iou():
     results = pipeline.preprocess_batch([good, bad], max_pixels=10_000)
     assert results[0][ct.IMAGES].shape[0] == 1
     assert "IOU_THRESHOLD must be in [0, 1]" in str(results[1])
+
+
+def test_preprocess_batch_gives_minimal_rectangle_when_letterbox_mode_is_rect():
+    (result,) = pipeline.preprocess_batch([_bytes_tensor(_jpeg(480, 640), _jpeg(480, 640))], max_pixels=10**6,
+                                          letterbox_mode="rect")  # fmt: skip
+    assert result[ct.IMAGES].shape == (2, 480, 640, 3)
+    assert result[ct.LETTERBOX_INFO][0].tolist() == [480, 640, 1.0, 0, 0]
+
+
+def test_preprocess_batch_falls_back_to_square_when_a_request_mixes_frame_shapes():
+    (result,) = pipeline.preprocess_batch([_bytes_tensor(_jpeg(480, 640), _jpeg(640, 480))], max_pixels=10**6,
+                                          letterbox_mode="rect")  # fmt: skip
+    assert result[ct.IMAGES].shape == (2, 640, 640, 3)  # as Ultralytics: auto only when all shapes agree
+    assert result[ct.LETTERBOX_INFO][:, 4].tolist() == [80, 0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((1, 320, 330, 3), "multiples of 32"), ((1, 672, 640, 3), "in [32, 640]"), ((1, 640, 640), "shape")],
+)
+def test_check_detector_images_refuses_when_size_is_outside_the_contract(shape, message):
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        pipeline.check_detector_images(np.zeros(shape, np.uint8))
+
+
+def test_check_detector_images_accepts_only_fixed_size_when_onnx_is_static():
+    pipeline.check_detector_images(np.zeros((2, 640, 640, 3), np.uint8), (640, 640))
+    with pytest.raises(InvalidInputError, match="fixed input size"):
+        pipeline.check_detector_images(np.zeros((1, 640, 480, 3), np.uint8), (640, 640))
+
+
+def test_letterbox_mode_from_parameters_refuses_when_value_is_unknown():
+    assert pipeline.letterbox_mode_from_parameters({}) == "rect"
+    assert pipeline.letterbox_mode_from_parameters({"letterbox": "Square"}) == "square"
+    with pytest.raises(ValueError, match="'letterbox' must be one of"):
+        pipeline.letterbox_mode_from_parameters({"letterbox": "stretch"})
 
 
 # --------------------------------------------------------------------------------------------- postprocess

@@ -17,7 +17,7 @@ import numpy as np
 from enrichment_light import contract as ct
 from enrichment_light.errors import InvalidInputError
 from enrichment_light.serving.params import get_bool, get_int
-from enrichment_light.serving.pipeline import check_tensor
+from enrichment_light.serving.pipeline import check_detector_images, check_tensor
 
 
 class OnnxRuntimeRunner:
@@ -54,6 +54,11 @@ class OnnxRuntimeRunner:
         self.session = ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input = self.spec.inputs[0]
         self.output = self.spec.outputs[0]
+        # Detectors: a fixed-size ONNX (older exports) accepts only its own H x W; a dynamic one
+        # any stride-32 rectangle in the contract's range (pipeline.check_detector_images).
+        dims = self.session.get_inputs()[0].shape
+        self.static_hw = tuple(dims[1:3]) if all(isinstance(d, int) for d in dims[1:3]) else None
+        self.is_detector = model_name in (ct.POSE_MODEL, ct.THREAT_MODEL)
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]
         if names_in != [self.input.name] or self.output.name not in names_out:
@@ -88,19 +93,25 @@ class OnnxRuntimeRunner:
         checked: list[np.ndarray | InvalidInputError] = []
         for array in inputs:
             try:
-                checked.append(check_tensor(self.input.name, array, self.input.dtype, (-1, *self.input.shape)))
+                if self.is_detector:
+                    checked.append(check_detector_images(array, self.static_hw))
+                else:
+                    checked.append(check_tensor(self.input.name, array, self.input.dtype, (-1, *self.input.shape)))
             except InvalidInputError as err:
                 checked.append(err)
-        valid = [a for a in checked if not isinstance(a, InvalidInputError)]
-        out = self.run(valid[0] if len(valid) == 1 else np.concatenate(valid)) if valid else None
-        results: list[dict[str, np.ndarray] | InvalidInputError] = []
-        start = 0
-        for item in checked:
-            if isinstance(item, InvalidInputError):
-                results.append(item)
-                continue
-            results.append({self.output.name: out[start : start + item.shape[0]]})
-            start += item.shape[0]
+        # Triton batches only same-shape requests; group by shape anyway (a direct caller may mix).
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, item in enumerate(checked):
+            if not isinstance(item, InvalidInputError):
+                groups.setdefault(item.shape[1:], []).append(k)
+        results: list[dict[str, np.ndarray] | InvalidInputError] = list(checked)  # type: ignore[arg-type]
+        for members in groups.values():
+            arrays = [checked[k] for k in members]
+            out = self.run(arrays[0] if len(arrays) == 1 else np.concatenate(arrays))  # type: ignore[arg-type]
+            start = 0
+            for k, array in zip(members, arrays, strict=True):
+                results[k] = {self.output.name: out[start : start + array.shape[0]]}  # type: ignore[union-attr]
+                start += array.shape[0]  # type: ignore[union-attr]
         return results
 
 

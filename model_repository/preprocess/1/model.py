@@ -1,5 +1,8 @@
 """preprocess: one encoded image (BYTES) per batch row -> letterboxed uint8 ``images`` + ``LETTERBOX_INFO``.
 
+The ``letterbox`` config parameter picks the minimal stride-32 rectangle (``rect``) or 640 x 640
+(``square``).
+
 The optional threshold overrides are checked here, before any decode, so that a bad one fails the
 request before the detector runs (the postprocessor applies them).
 """
@@ -19,10 +22,13 @@ _INPUTS = (ct.IMAGE_BYTES, ct.CONF_THRESHOLD, ct.IOU_THRESHOLD)
 class TritonPythonModel:
     def initialize(self, args):
         try:
-            self.max_pixels = pipeline.max_pixels_from_parameters(parameters(json.loads(args["model_config"])))
+            params = parameters(json.loads(args["model_config"]))
+            self.max_pixels = pipeline.max_pixels_from_parameters(params)
+            self.letterbox = pipeline.letterbox_mode_from_parameters(params)
         except ValueError as err:
             raise pb_utils.TritonModelException(f"preprocess: {err}") from err
 
     def execute(self, requests):
         items = [pipeline.PreprocessInput(*(input_array(pb_utils, r, n) for n in _INPUTS)) for r in requests]
-        return to_responses(pb_utils, pipeline.preprocess_batch(items, max_pixels=self.max_pixels))
+        results = pipeline.preprocess_batch(items, max_pixels=self.max_pixels, letterbox_mode=self.letterbox)
+        return to_responses(pb_utils, results)
