@@ -103,6 +103,9 @@ CPU_TUNING: dict[str, ModelTuning] = {
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
     ct.ENRICH: ModelTuning(instances=2, max_queue_delay_us=0),
+    # The fused pose / threat models (fuse_cpu_pipelines): one onnxruntime session each, as the detectors.
+    ct.POSE_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    ct.THREAT_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
 }
 GPU_DEFAULT_TUNING: dict[str, ModelTuning] = {
     **CPU_TUNING,
@@ -172,6 +175,9 @@ class BuildOptions:
         gpu_profile: Path of the GPU profile JSON (tensorrt/onnx targets).
         letterbox: ``rect`` (minimal stride-32 rectangle per frame) or ``square`` (640 x 640);
             ``None`` picks ``rect`` unless a detector ONNX has a fixed input size.
+        fuse_cpu_pipelines: cpu target: serve ``pose`` and ``threat`` as one Python model each
+            (preprocess + onnxruntime + postprocess, :data:`FUSED_CPU`) instead of a three-step
+            ensemble; same names and tensors, two stub hops fewer.
     """
 
     class_names: tuple[str, ...] | None = None
@@ -186,6 +192,7 @@ class BuildOptions:
     osnet_tensorrt_accelerator: bool = False
     gpu_profile: str | os.PathLike[str] | None = DEFAULT_GPU_PROFILE
     letterbox: str | None = None
+    fuse_cpu_pipelines: bool = True
 
     def __post_init__(self) -> None:
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
@@ -237,9 +244,27 @@ def threat_parameters(options: BuildOptions, class_names: Sequence[str], prefix:
     return {f"{prefix}{k}": v for k, v in params.items()}
 
 
+# cpu target, fuse_cpu_pipelines: ensemble -> (its detector, its postprocessor), served as one Python model.
+FUSED_CPU: dict[str, tuple[str, str]] = {
+    ct.POSE_ENSEMBLE: (ct.POSE_MODEL, ct.POSE_POSTPROCESS),
+    ct.THREAT_ENSEMBLE: (ct.THREAT_MODEL, ct.THREAT_POSTPROCESS),
+}
+
+
+def is_fused(name: str, target: str, options: BuildOptions) -> bool:
+    """Whether ensemble `name` is served as one fused Python model (cpu target)."""
+    return target == "cpu" and options.fuse_cpu_pipelines and name in FUSED_CPU
+
+
 def model_parameters(name: str, target: str, options: BuildOptions, class_names: Sequence[str]) -> dict[str, str]:
     """All config ``parameters`` of model `name` for `target`."""
     letterbox = options.letterbox or ct.DEFAULT_LETTERBOX
+    if is_fused(name, target, options):
+        detector, post = FUSED_CPU[name]
+        params = {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
+        params.update({f"ort_{k}": v for k, v in model_parameters(detector, target, options, class_names).items()})
+        params.update({f"post_{k}": v for k, v in model_parameters(post, target, options, class_names).items()})
+        return params
     if name == ct.PREPROCESS:
         return {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
     if name == ct.POSE_POSTPROCESS:
@@ -688,7 +713,10 @@ def build_repository(
         entry: dict[str, Any] = {"kind": spec.kind}
         output_dims = None
         plan_filenames = None
-        if spec.kind == "ensemble":
+        if is_fused(name, target, options):
+            backend = "python"
+            entry["fused"] = [ct.PREPROCESS, *FUSED_CPU[name]]
+        elif spec.kind == "ensemble":
             backend = "ensemble"
         elif spec.kind == "python" or target == "cpu":
             backend = "python"
@@ -726,6 +754,8 @@ def build_repository(
         version_dir.mkdir(parents=True, exist_ok=True)
         if backend == "python":
             _copy(python_model_source(name, source), version_dir / "model.py")
+        if "fused" in entry and sources[FUSED_CPU[name][0]] is not None:
+            _copy(sources[FUSED_CPU[name][0]], version_dir / ONNX_FILENAME)  # its own session, its own file
         if spec.kind == "inference":
             # Remove files of another target so Triton never sees a stale model file.
             keep = {ONNX_FILENAME} | set(plan_filenames.values() if plan_filenames else ())
@@ -776,7 +806,9 @@ def committed_configs(options: BuildOptions | None = None) -> dict[str, str]:
             model_config(
                 name,
                 target="cpu",
-                backend="ensemble" if ct.model_spec(name).kind == "ensemble" else "python",
+                backend="ensemble"
+                if ct.model_spec(name).kind == "ensemble" and not is_fused(name, "cpu", options)
+                else "python",
                 options=options,
                 tuning=CPU_TUNING.get(name, ModelTuning()),
             ),

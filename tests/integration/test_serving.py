@@ -78,6 +78,32 @@ def clients(server):
         client.close()
 
 
+@pytest.fixture(scope="session")
+def ensemble_clients(serving_repository: Path, triton_server_factory):
+    """The same artifacts built with ``fuse_cpu_pipelines=False``: pose/threat as three-step ensembles
+    (what the onnx and tensorrt targets serve), on a second server."""
+    import tritonclient.http as httpclient
+
+    from enrichment_export.repository import BuildOptions, build_repository
+
+    root = serving_repository.parent
+    result = build_repository(root / "repo-ensembles", target="cpu", artifacts=root / "artifacts",
+                              allowed_roots=[root], options=BuildOptions(fuse_cpu_pipelines=False))  # fmt: skip
+    assert result.manifest["models"][ct.POSE_ENSEMBLE]["backend"] == "ensemble"
+    server = triton_server_factory(result.out_dir, startup_timeout_s=120)
+    client = httpclient.InferenceServerClient(server.http_url.split("//")[-1], concurrency=16)
+    yield {"http": (httpclient, client)}
+    client.close()
+
+
+@pytest.fixture(params=["fused", "ensemble"])
+def stack(request):
+    """``(clients, {ensemble name: the model whose statistics show its detector runs})`` per cpu stack."""
+    if request.param == "fused":
+        return request.getfixturevalue("clients"), {ct.POSE_ENSEMBLE: ct.POSE_ENSEMBLE}
+    return request.getfixturevalue("ensemble_clients"), {ct.POSE_ENSEMBLE: ct.POSE_MODEL}
+
+
 @pytest.fixture(params=["http", "grpc"])
 def proto(request, clients):
     return clients[request.param]
@@ -243,14 +269,16 @@ def test_pose_ensemble_equals_ultralytics_rect_path_when_photo_is_sent(proto, ph
     np.testing.assert_allclose(got[ct.KEYPOINTS][0, :n], kpts, atol=1e-3)
 
 
-def test_dynamic_batcher_batches_same_shape_frames_when_one_camera_sends_together(clients):
-    """Eight bus.jpg frames (one camera: one 640x480 rectangle) arrive together: the detector runs fewer
-    executions than requests, i.e. Triton batched the same-shape frames."""
+def test_dynamic_batcher_batches_same_shape_frames_when_one_camera_sends_together(stack):
+    """Eight bus.jpg frames (one camera: one 640x480 rectangle) arrive together: the model running the
+    detector (the fused pose model, or the ensemble's yolov8n_pose) runs fewer executions than requests,
+    i.e. Triton batched the same-shape frames."""
+    clients, runs = stack
     _, client = clients["http"]
-    inf0, exe0 = _stats(client, ct.POSE_MODEL)
+    inf0, exe0 = _stats(client, runs[ct.POSE_ENSEMBLE])
     futures = [_submit(clients, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"])}) for _ in range(8)]
     counts = [int(f.get_result(timeout=120).as_numpy(ct.NUM_DETECTIONS)[0, 0]) for f in futures]
-    inf1, exe1 = _stats(client, ct.POSE_MODEL)
+    inf1, exe1 = _stats(client, runs[ct.POSE_ENSEMBLE])
     assert len(set(counts)) == 1  # same frame, same answer, batched or not
     assert inf1 - inf0 == 8
     assert exe1 - exe0 < inf1 - inf0, (inf1 - inf0, exe1 - exe0)
@@ -421,27 +449,31 @@ def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients):
 
 
 THRESHOLD_CASES = [
-    (ct.POSE_ENSEMBLE, ct.POSE_MODEL, ct.CONF_THRESHOLD, 1.5),
-    (ct.POSE_ENSEMBLE, ct.POSE_MODEL, ct.IOU_THRESHOLD, -0.1),
-    (ct.THREAT_ENSEMBLE, ct.THREAT_MODEL, ct.CONF_THRESHOLD, float("nan")),
-    (ct.THREAT_ENSEMBLE, ct.THREAT_MODEL, ct.IOU_THRESHOLD, 2.0),
+    (ct.POSE_ENSEMBLE, ct.CONF_THRESHOLD, 1.5),
+    (ct.POSE_ENSEMBLE, ct.IOU_THRESHOLD, -0.1),
+    (ct.THREAT_ENSEMBLE, ct.CONF_THRESHOLD, float("nan")),
+    (ct.THREAT_ENSEMBLE, ct.IOU_THRESHOLD, 2.0),
 ]
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-@pytest.mark.parametrize(("ensemble", "detector", "name", "value"), THRESHOLD_CASES)
+@pytest.mark.parametrize(("ensemble", "name", "value"), THRESHOLD_CASES)
 def test_ensemble_refuses_bad_threshold_before_detector_runs_when_override_is_out_of_range(
-    clients, protocol, ensemble, detector, name, value
+    clients, ensemble_clients, protocol, ensemble, name, value
 ):
+    """The three-step ensemble refuses in preprocess: its detector's counts do not move. (The fused cpu
+    model checks the thresholds before decoding too; tests/unit covers that its detector is not run.)"""
     from tritonclient.utils import InferenceServerException
 
-    _, http = clients["http"]
+    _, http = ensemble_clients["http"]
+    detector = {ct.POSE_ENSEMBLE: ct.POSE_MODEL, ct.THREAT_ENSEMBLE: ct.THREAT_MODEL}[ensemble]
     before = _stats(http, detector)
     inputs = {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"]), name: _conf(value)}
-    with pytest.raises(InferenceServerException) as info:
-        _infer(clients[protocol], ensemble, inputs)
-    assert f"{name} must be in [0, 1]" in str(info.value), str(info.value)
-    assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), info.value.status()
+    for served in (ensemble_clients["http"], clients[protocol]):  # ensemble stack, then the fused default
+        with pytest.raises(InferenceServerException) as info:
+            _infer(served, ensemble, inputs)
+        assert f"{name} must be in [0, 1]" in str(info.value), str(info.value)
+        assert info.value.status() in ("400", "StatusCode.INVALID_ARGUMENT"), info.value.status()
     assert _stats(http, detector) == before  # neither inference nor execution count moved
 
 

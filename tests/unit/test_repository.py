@@ -92,7 +92,11 @@ def test_build_repository_configs_agree_with_contract_when_built_for_target(tmp_
             assert all(w in (-1, g) for g, w in zip(dims, want.shape, strict=True)), (name, got.name, dims)
         for inp, tensor in zip(cfg.input, spec.inputs, strict=True):
             assert inp.optional == tensor.optional
-        if spec.kind == "ensemble":
+        if spec.kind == "ensemble" and rb.is_fused(name, target, rb.BuildOptions()):
+            assert cfg.backend == "python" and cfg.instance_group[0].count >= 1
+            assert (result.out_dir / name / "1" / "model.py").is_file()
+            assert (result.out_dir / name / "1" / "model.onnx").is_file()
+        elif spec.kind == "ensemble":
             assert cfg.platform == "ensemble"
             assert (result.out_dir / name / "1").is_dir()
         else:
@@ -401,3 +405,19 @@ def test_build_repository_falls_back_to_square_letterbox_when_a_detector_onnx_is
 def test_build_options_refuse_letterbox_when_mode_is_unknown():
     with pytest.raises(ValueError, match=r"BuildOptions\.letterbox must be one of"):
         rb.BuildOptions(letterbox="stretch")
+
+
+def test_build_repository_fuses_pose_and_threat_when_target_is_cpu(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    for name, (detector, post) in rb.FUSED_CPU.items():
+        entry = result.manifest["models"][name]
+        assert entry["backend"] == "python" and entry["fused"] == [ct.PREPROCESS, detector, post]
+        onnx_copy = result.out_dir / name / "1" / "model.onnx"
+        assert rb._sha256(onnx_copy) == rb._sha256(artifacts / f"{detector}.onnx")
+        params = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text()).parameters
+        assert params["ort_onnx_file"].string_value == "model.onnx" and params["letterbox"].string_value == "rect"
+        assert params["post_conf_threshold"].string_value == "0.5"
+    unfused = rb.build_repository(tmp_path / "ens", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                                  options=rb.BuildOptions(fuse_cpu_pipelines=False))  # fmt: skip
+    assert unfused.manifest["models"][ct.POSE_ENSEMBLE]["backend"] == "ensemble"
+    assert not (unfused.out_dir / ct.POSE_ENSEMBLE / "1" / "model.py").exists()

@@ -175,6 +175,38 @@ def test_letterbox_mode_from_parameters_refuses_when_value_is_unknown():
         pipeline.letterbox_mode_from_parameters({"letterbox": "stretch"})
 
 
+def _fused(requests, calls):
+    def run(batch):
+        calls.append(batch.shape)
+        anchors = batch.shape[1] * batch.shape[2] * 21 // 1024
+        return np.zeros((batch.shape[0], ct.POSE_RAW_CHANNELS, anchors), np.float32)
+
+    return pipeline.fused_detect_batch(
+        requests,
+        run=run,
+        postprocess=lambda posts: pipeline.pose_postprocess_batch(posts, pipeline.PoseSettings()),
+        max_pixels=10**6,
+    )
+
+
+def test_fused_detect_batch_refuses_bad_threshold_without_running_detector_when_request_is_alone():
+    calls = []
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg(480, 640)), conf=np.array([[2.0]], np.float32))
+    (result,) = _fused([bad], calls)
+    assert "CONF_THRESHOLD must be in [0, 1]" in str(result)
+    assert calls == []
+
+
+def test_fused_detect_batch_runs_one_batch_per_shape_when_requests_mix_shapes():
+    calls = []
+    reqs = [pipeline.PreprocessInput(_bytes_tensor(_jpeg(h, w))) for h, w in ((480, 640), (640, 480), (480, 640))]
+    reqs.append(pipeline.PreprocessInput(_bytes_tensor(b"")))
+    results = _fused(reqs, calls)
+    assert sorted(calls) == [(1, 640, 480, 3), (2, 480, 640, 3)]
+    assert [r[ct.NUM_DETECTIONS].tolist() for r in results[:3]] == [[[0]]] * 3
+    assert "empty image" in str(results[3])
+
+
 # --------------------------------------------------------------------------------------------- postprocess
 
 
