@@ -178,6 +178,8 @@ class BuildOptions:
         fuse_cpu_pipelines: cpu target: serve ``pose`` and ``threat`` as one Python model each
             (preprocess + onnxruntime + postprocess, :data:`FUSED_CPU`) instead of a three-step
             ensemble; same names and tensors, two stub hops fewer.
+        ort_concurrent_runs: cpu target: the requests of one ``execute`` run as this many
+            concurrent onnxruntime calls instead of one batch (``concurrent_runs`` parameter).
     """
 
     class_names: tuple[str, ...] | None = None
@@ -193,6 +195,7 @@ class BuildOptions:
     gpu_profile: str | os.PathLike[str] | None = DEFAULT_GPU_PROFILE
     letterbox: str | None = None
     fuse_cpu_pipelines: bool = True
+    ort_concurrent_runs: int = 1
 
     def __post_init__(self) -> None:
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
@@ -207,6 +210,8 @@ class BuildOptions:
             if not names or any(not n.strip() for n in names):
                 raise ValueError(f"BuildOptions.class_names must be non-empty names, got {self.class_names!r}")
             object.__setattr__(self, "class_names", names)
+        if self.ort_concurrent_runs < 1:
+            raise ValueError(f"BuildOptions.ort_concurrent_runs must be >= 1, got {self.ort_concurrent_runs!r}")
         if self.max_pixels <= 0 or self.ort_intra_op_threads < 0 or self.ort_inter_op_threads < 0:
             raise ValueError("BuildOptions: max_pixels must be > 0 and thread counts >= 0")
         from enrichment_light.processing.pose_rules import PoseRules
@@ -285,6 +290,7 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
             "onnx_file": ONNX_FILENAME,
             "intra_op_threads": str(options.ort_intra_op_threads),
             "inter_op_threads": str(options.ort_inter_op_threads),
+            "concurrent_runs": str(options.ort_concurrent_runs),
         }
     if name in ct.INFERENCE_MODELS:  # native onnxruntime backend
         return {

@@ -176,10 +176,10 @@ def test_letterbox_mode_from_parameters_refuses_when_value_is_unknown():
 
 
 def _fused(requests, calls):
-    def run(batch):
-        calls.append(batch.shape)
-        anchors = batch.shape[1] * batch.shape[2] * 21 // 1024
-        return np.zeros((batch.shape[0], ct.POSE_RAW_CHANNELS, anchors), np.float32)
+    def run(batches):
+        calls.extend(b.shape for b in batches)
+        return [np.zeros((b.shape[0], ct.POSE_RAW_CHANNELS, b.shape[1] * b.shape[2] * 21 // 1024), np.float32)
+                for b in batches]  # fmt: skip
 
     return pipeline.fused_detect_batch(
         requests,
@@ -187,6 +187,19 @@ def _fused(requests, calls):
         postprocess=lambda posts: pipeline.pose_postprocess_batch(posts, pipeline.PoseSettings()),
         max_pixels=10**6,
     )
+
+
+@pytest.mark.parametrize("concurrent_runs", [1, 3])
+def test_runner_run_many_equals_one_run_per_request_when_requests_mix_shapes(tmp_path, concurrent_runs):
+    path = _tiny_detector(tmp_path / "det.onnx")
+    runner = OnnxRuntimeRunner(ct.POSE_MODEL, path, intra_op_threads=1, concurrent_runs=concurrent_runs)
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8) for n, h, w in ((1, 64, 32), (2, 32, 64), (1, 64, 32))
+    ]
+    got = runner.run_many(batches)
+    for batch, out in zip(batches, got, strict=True):
+        np.testing.assert_array_equal(out, runner.run(batch))
 
 
 def test_fused_detect_batch_refuses_bad_threshold_without_running_detector_when_request_is_alone():
@@ -197,12 +210,12 @@ def test_fused_detect_batch_refuses_bad_threshold_without_running_detector_when_
     assert calls == []
 
 
-def test_fused_detect_batch_runs_one_batch_per_shape_when_requests_mix_shapes():
+def test_fused_detect_batch_runs_each_valid_request_when_requests_mix_shapes():
     calls = []
     reqs = [pipeline.PreprocessInput(_bytes_tensor(_jpeg(h, w))) for h, w in ((480, 640), (640, 480), (480, 640))]
     reqs.append(pipeline.PreprocessInput(_bytes_tensor(b"")))
     results = _fused(reqs, calls)
-    assert sorted(calls) == [(1, 640, 480, 3), (2, 480, 640, 3)]
+    assert sorted(calls) == [(1, 480, 640, 3), (1, 480, 640, 3), (1, 640, 480, 3)]
     assert [r[ct.NUM_DETECTIONS].tolist() for r in results[:3]] == [[[0]]] * 3
     assert "empty image" in str(results[3])
 
@@ -284,6 +297,29 @@ def _tiny_osnet(path: Path) -> Path:
         initializer=[
             helper.make_tensor("ax", TensorProto.INT64, [1], [1]),
             helper.make_tensor("ones", TensorProto.FLOAT, [1, 512], [1.0] * 512),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _tiny_detector(path: Path) -> Path:
+    """uint8 [n, H, W, 3] (dynamic H, W) -> float [n, 56, H*W]: a per-pixel linear map of the colours."""
+    nodes = [
+        helper.make_node("Cast", [ct.IMAGES], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Reshape", ["t", "shape"], ["r"]),
+        helper.make_node("MatMul", ["w", "r"], [ct.RAW_OUTPUT]),
+    ]
+    w = np.random.default_rng(1).normal(size=(ct.POSE_RAW_CHANNELS, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        nodes,
+        "tiny_detector",
+        [helper.make_tensor_value_info(ct.IMAGES, TensorProto.UINT8, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info(ct.RAW_OUTPUT, TensorProto.FLOAT, ["n", ct.POSE_RAW_CHANNELS, "a"])],
+        initializer=[
+            helper.make_tensor("shape", TensorProto.INT64, [3], [0, 3, -1]),
+            helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel().tolist()),
         ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

@@ -375,7 +375,7 @@ def threat_postprocess_batch(items: Sequence[PostprocessInput], settings: Threat
 def fused_detect_batch(
     requests: Sequence[PreprocessInput],
     *,
-    run: Callable[[np.ndarray], np.ndarray],
+    run: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
     postprocess: Callable[[Sequence[PostprocessInput]], list[Result]],
     max_pixels: int,
     letterbox_mode: str = ct.DEFAULT_LETTERBOX,
@@ -384,29 +384,20 @@ def fused_detect_batch(
 
     The same three steps as the ensemble, without two stub hops and their copies: thresholds are
     checked and every frame decoded and letterboxed (:func:`preprocess_batch`), the valid requests
-    run through `run` as one batch per letterbox shape, and `postprocess` (the pose or threat
+    run through `run` (one batch per request), and `postprocess` (the pose or threat
     ``*_postprocess_batch`` with its settings) gets the raw outputs.
 
     Args:
         requests: The ensemble inputs of each request.
-        run: The detector: uint8 ``[n, H, W, 3]`` -> raw ``[n, C, anchors]``.
+        run: The detector over one uint8 ``[n, H, W, 3]`` batch per request -> one raw
+            ``[n, C, anchors]`` per request (``OnnxRuntimeRunner.run_many``).
         postprocess: The postprocessor over :class:`PostprocessInput` items.
         max_pixels: Decode limit per image.
         letterbox_mode: ``rect`` or ``square``.
     """
     pre = preprocess_batch(requests, max_pixels=max_pixels, letterbox_mode=letterbox_mode)
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for r, item in enumerate(pre):
-        if not isinstance(item, InvalidInputError):
-            groups.setdefault(item[ct.IMAGES].shape[1:], []).append(r)
-    raws: dict[int, np.ndarray] = {}
-    for members in groups.values():
-        images = [pre[r][ct.IMAGES] for r in members]  # type: ignore[index]
-        out = run(images[0] if len(images) == 1 else np.concatenate(images))
-        start = 0
-        for r, batch in zip(members, images, strict=True):
-            raws[r] = out[start : start + batch.shape[0]]
-            start += batch.shape[0]
+    ok = [r for r, item in enumerate(pre) if not isinstance(item, InvalidInputError)]
+    raws = dict(zip(ok, run([pre[r][ct.IMAGES] for r in ok]) if ok else [], strict=True))  # type: ignore[index]
     valid = sorted(raws)
     posts = postprocess(
         [

@@ -34,7 +34,7 @@ class TritonPythonModel:
         items = [pipeline.PreprocessInput(*(input_array(pb_utils, r, n) for n in _INPUTS)) for r in requests]
         results = pipeline.fused_detect_batch(
             items,
-            run=self.runner.run,
+            run=self.runner.run_many,
             postprocess=lambda posts: pipeline.pose_postprocess_batch(posts, self.settings),
             max_pixels=self.max_pixels,
             letterbox_mode=self.letterbox,
