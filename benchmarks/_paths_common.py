@@ -28,7 +28,7 @@ def photos() -> list[bytes]:
 
 def person_crops(n: int = CROP_BATCH, seed: int = 0) -> list[np.ndarray]:
     """``n`` person-sized RGB crops (60-160 x 140-420 px) cut from bus.jpg at seeded positions."""
-    from enrichment_light.processing.image import decode_image
+    from enrichment_light.core.processing.image import decode_image
 
     image = decode_image(photos()[0])
     h, w = image.shape[:2]

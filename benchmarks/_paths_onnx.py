@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from enrichment_light import contract as ct
-from enrichment_light.processing.detection import postprocess_detections, postprocess_pose
-from enrichment_light.processing.image import decode_image, letterbox
-from enrichment_light.processing.reid import resize_crops
-from enrichment_light.processing.threat import ThreatTaxonomy, select_threats
+from enrichment_light.core import contract as ct
+from enrichment_light.core.processing.detection import postprocess_detections, postprocess_pose
+from enrichment_light.core.processing.image import decode_image, letterbox
+from enrichment_light.core.processing.reid import resize_crops
+from enrichment_light.core.processing.threat import ThreatTaxonomy, select_threats
 
 
 class OnnxRuntimePath:

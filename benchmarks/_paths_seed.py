@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 import torch
 
-from enrichment_light import contract as ct
-from enrichment_light.processing.detection import Detections
-from enrichment_light.processing.pose_rules import classify_poses
-from enrichment_light.processing.threat import ThreatTaxonomy, select_threats
+from enrichment_light.core import contract as ct
+from enrichment_light.core.processing.detection import Detections
+from enrichment_light.core.processing.pose_rules import classify_poses
+from enrichment_light.core.processing.threat import ThreatTaxonomy, select_threats
 
 
 def _fused(model: torch.nn.Module) -> torch.nn.Module:

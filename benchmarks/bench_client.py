@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from enrichment_light import contract as ct
-from enrichment_light._transport import ShmRegion
 from enrichment_light.client import EnrichmentClient
+from enrichment_light.client.transport import ShmRegion
+from enrichment_light.core import contract as ct
 
 
 def _median_ms(samples: list[float]) -> float:

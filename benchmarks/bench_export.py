@@ -51,7 +51,7 @@ def main() -> int:
 
     from enrichment_export import onnx_export as ox
     from enrichment_export.osnet import load_osnet_x0_25
-    from enrichment_light import contract
+    from enrichment_light.core import contract
 
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench-export-"))

@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from enrichment_light.gallery import PersonGallery  # noqa: E402
+from enrichment_light.client.gallery import PersonGallery  # noqa: E402
 
 DIM = 512
 T0 = 1_700_000_000.0

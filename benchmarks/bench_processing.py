@@ -19,9 +19,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from enrichment_light.contract import NUM_ANCHORS_640, POSE_RAW_CHANNELS
-from enrichment_light.processing.detection import postprocess_pose
-from enrichment_light.processing.image import LetterboxInfo, decode_image, letterbox
+from enrichment_light.core.contract import NUM_ANCHORS_640, POSE_RAW_CHANNELS
+from enrichment_light.core.processing.detection import postprocess_pose
+from enrichment_light.core.processing.image import LetterboxInfo, decode_image, letterbox
 
 
 def _time(fn: Callable[[], object], repeat: int, warmup: int = 5) -> dict[str, float]:

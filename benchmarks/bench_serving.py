@@ -34,7 +34,7 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "0")
 os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="yolo-config-"))
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
 
 
 def build_untrained_repository(root: Path) -> Path:
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import tritonclient.grpc as grpcclient
 
-    from enrichment_light.processing.image import decode_image, letterbox
+    from enrichment_light.core.processing.image import decode_image, letterbox
     from enrichment_light.server import EmbeddedServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))

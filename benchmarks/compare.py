@@ -65,7 +65,7 @@ from _paths_common import (
     write_json,
 )
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _paths_common import photos, run_cell, timed
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _STEP_MODELS = (ct.PREPROCESS, ct.POSE_MODEL, ct.POSE_POSTPROCESS, ct.THREAT_MODEL, ct.THREAT_POSTPROCESS)
@@ -62,7 +62,7 @@ def in_process(repository: Path, class_names: list[str]) -> dict[str, dict[str, 
     """Median ms of each stage, one thread, per photo."""
     import onnxruntime as ort
 
-    from enrichment_light.processing.threat import ThreatTaxonomy
+    from enrichment_light.core.processing.threat import ThreatTaxonomy
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 2
@@ -79,9 +79,9 @@ def in_process(repository: Path, class_names: list[str]) -> dict[str, dict[str, 
 
 
 def _stages(data: bytes, sessions: dict, mapping) -> dict[str, float]:
-    from enrichment_light.processing import image as im
-    from enrichment_light.processing.detection import postprocess_detections, postprocess_pose
-    from enrichment_light.processing.threat import select_threats
+    from enrichment_light.core.processing import image as im
+    from enrichment_light.core.processing.detection import postprocess_detections, postprocess_pose
+    from enrichment_light.core.processing.threat import select_threats
 
     image = im.decode_image(data)
     boxed, info = im.letterbox(image)

@@ -16,7 +16,7 @@ import json
 import struct
 from pathlib import Path
 
-from enrichment_light.contract import IMAGE_BYTES
+from enrichment_light.core.contract import IMAGE_BYTES
 
 
 def perf_input(encoded_images: list[bytes]) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
 
 NUM_THREAT_CLASSES = 80  # COCO (random-init / stock yolov8n); pass --threat-classes for a custom model
 

@@ -1,6 +1,18 @@
 """enrichment-light: person re-id, pose and threat detection served by NVIDIA Triton."""
 
-from enrichment_light.errors import (
+from enrichment_light import _compat
+from enrichment_light.client.results import (
+    EnrichmentResult,
+    Keypoint,
+    PersonResult,
+    PoseClass,
+    PoseResult,
+    ReIDResult,
+    Severity,
+    ThreatDetection,
+    ThreatResult,
+)
+from enrichment_light.core.errors import (
     AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
@@ -13,46 +25,31 @@ from enrichment_light.errors import (
     ServerStartError,
     ServerUnavailableError,
 )
-from enrichment_light.results import (
-    EnrichmentResult,
-    Keypoint,
-    PersonResult,
-    PoseClass,
-    PoseResult,
-    ReIDResult,
-    Severity,
-    ThreatDetection,
-    ThreatResult,
-)
 
 __version__ = "0.1.0"
 
 # Client classes load on first use: the Python-backend models on the server import this package
 # and must not pay for the client (tritonclient, the thread pools) they never use.
 _LAZY = {
-    "EnrichmentClient": "enrichment_light.client",
-    "AsyncEnrichmentClient": "enrichment_light.aio",
-    "BackendInfo": "enrichment_light._core",
-    "PersonReID": "enrichment_light.facades",
-    "PoseEstimator": "enrichment_light.facades",
-    "ThreatDetector": "enrichment_light.facades",
-    "load_person_reid": "enrichment_light.facades",
-    "load_pose_estimator": "enrichment_light.facades",
-    "load_threat_detector": "enrichment_light.facades",
-    "validate_model_path": "enrichment_light.paths",
+    "EnrichmentClient": "enrichment_light.client.sync",
+    "AsyncEnrichmentClient": "enrichment_light.client.aio",
+    "BackendInfo": "enrichment_light.client.model_config",
+    "PersonGallery": "enrichment_light.client.gallery",
+    "PersonReID": "enrichment_light.client.facades",
+    "PoseEstimator": "enrichment_light.client.facades",
+    "ThreatDetector": "enrichment_light.client.facades",
+    "load_person_reid": "enrichment_light.client.facades",
+    "load_pose_estimator": "enrichment_light.client.facades",
+    "load_threat_detector": "enrichment_light.client.facades",
+    "validate_model_path": "enrichment_light.core.paths",
 }
 
+# Modules that moved in 0.2 (``enrichment_light.contract`` -> ``enrichment_light.core.contract``, ...)
+# stay importable under their old paths for one release, with a DeprecationWarning.
+_compat.install()
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'enrichment_light' has no attribute {name!r}")
-    import importlib
 
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
+__getattr__ = _compat.lazy_exports(__name__, _LAZY)
 
 __all__ = [
     "AccessDeniedError",
@@ -69,6 +66,7 @@ __all__ = [
     "ModelFileError",
     "ModelNotReadyError",
     "ModelRestartingError",
+    "PersonGallery",
     "PersonReID",
     "PersonResult",
     "PoseClass",

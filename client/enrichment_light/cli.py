@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import logging
 import os
@@ -18,9 +19,9 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import IO, Any
 
-from enrichment_light import contract as ct
-from enrichment_light._transport import PROTOCOLS, URL_ENV
-from enrichment_light.errors import EnrichmentError
+from enrichment_light.client.transport import PROTOCOLS, URL_ENV
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError
 
 logger = logging.getLogger("enrichment_light.cli")
 
@@ -129,8 +130,8 @@ def analyze(
         result = client.enrich(data, conf=conf, iou=iou)
         record: dict[str, Any] = {"path": str(path), "result": result.to_dict()}
         if annotate_dir is not None:
-            from enrichment_light.annotate import draw_enrichment, save_annotated
-            from enrichment_light.processing.image import decode_image
+            from enrichment_light.client.annotate import draw_enrichment, save_annotated
+            from enrichment_light.core.processing.image import decode_image
 
             with used_lock:
                 target = annotated_path(annotate_dir, path, index, used)
@@ -231,36 +232,45 @@ def default_repository_dir(untrained: bool) -> Path:
     return base / ("repository-cpu-untrained" if untrained else "repository-cpu")
 
 
+#: Entry-point group through which the exporters offer the repository build that ``serve`` runs.
+#: ``enrichment_export`` registers ``cpu`` in it (pyproject.toml), so this package never imports
+#: the exporters: the dependency points one way, export -> enrichment_light.
+REPOSITORY_BUILDERS = "enrichment_light.repository_builders"
+
+
 def build_cpu_repository(
     out_dir: Path, *, untrained: bool, weights: dict[str, str] | None = None, rebuild: bool = False
 ) -> Path:
-    """Export the three models to ONNX and build the ``cpu`` target repository (heavy imports here).
+    """Export the three models to ONNX and build the ``cpu`` target repository.
+
+    The work is done by the builder registered as ``cpu`` in the ``enrichment_light.repository_builders``
+    entry-point group (``enrichment_export.cpu_repository.build_cpu_repository``).
 
     Args:
         out_dir: Repository folder (its ``artifacts`` sibling holds the ONNX files).
         untrained: Random-init weights (offline smoke runs; results are meaningless).
-        weights: Weights per contract model name (file path or official name); defaults to
-            ``enrichment_export.weights.DEFAULT_WEIGHTS``.
+        weights: Weights per contract model name (file path or official name).
         rebuild: Rebuild even when ``repository.json`` exists.
 
     Returns:
         The repository folder.
-    """
-    from enrichment_export.onnx_export import export_onnx, untrained_model
-    from enrichment_export.repository import MANIFEST_NAME, build_repository
-    from enrichment_export.weights import DEFAULT_WEIGHTS, resolve_weights
 
-    if (out_dir / MANIFEST_NAME).is_file() and not rebuild:
-        logger.info("using the existing repository %s (pass --rebuild to rebuild)", out_dir)
-        return out_dir
-    artifacts = out_dir.parent / f"{out_dir.name}-artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    chosen = {**DEFAULT_WEIGHTS, **(weights or {})}
-    for model in ct.INFERENCE_MODELS:
-        source: Any = untrained_model(model) if untrained else resolve_weights(chosen[model])
-        export_onnx(model, source, artifacts / f"{model}.onnx")
-    build_repository(out_dir, target="cpu", artifacts=artifacts, allowed_roots=[out_dir.parent])
-    return out_dir
+    Raises:
+        EnrichmentError: No builder is installed (the ``export`` extra is missing).
+    """
+    found = importlib.metadata.entry_points(group=REPOSITORY_BUILDERS, name="cpu")
+    if not found:
+        raise EnrichmentError(
+            "serve builds its model repository with the exporters, which are not installed: "
+            "pip install 'enrichment-light[export,serve]'"
+        )
+    try:
+        builder = next(iter(found)).load()
+    except ImportError as err:
+        raise EnrichmentError(
+            f"the repository builder cannot be imported ({err}): pip install 'enrichment-light[export,serve]'"
+        ) from err
+    return builder(out_dir, untrained=untrained, weights=weights, rebuild=rebuild)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -24,8 +24,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from enrichment_light import contract
-from enrichment_light.errors import EnrichmentError
+from enrichment_light.core import contract
+from enrichment_light.core.errors import EnrichmentError
 
 LOGGER = logging.getLogger("enrichment_export")
 

@@ -11,7 +11,7 @@ Ultralytics' exporter with ``dynamic=True``): the served rect letterbox feeds ea
 minimal stride-32 rectangle (``dynamic_hw=False`` keeps the fixed 640 x 640 input). Every file is
 checked with ``onnx.checker``, simplified with onnxslim and carries metadata (class names, kpt_shape,
 input size, source sha256, exporter version).
-Tensor names, dtypes and shapes come from :mod:`enrichment_light.contract`.
+Tensor names, dtypes and shapes come from :mod:`enrichment_light.core.contract`.
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file, timed_step
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_export.files import checked_path, sha256_file
+from enrichment_export.steps import format_bytes, timed_step
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
+from enrichment_light.core.files import atomic_output
 
 LOGGER = logging.getLogger(__name__)
 

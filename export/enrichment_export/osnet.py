@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from enrichment_light.contract import EMBEDDING_DIMENSION
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core.contract import EMBEDDING_DIMENSION
+from enrichment_light.core.errors import ModelFileError
 
 LOGGER = logging.getLogger(__name__)
 

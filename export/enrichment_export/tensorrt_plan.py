@@ -35,10 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file, timed_step
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
-from enrichment_light.serving.params import FALSE_WORDS, TRUE_WORDS
+from enrichment_export.files import checked_path, sha256_file
+from enrichment_export.steps import format_bytes, timed_step
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
+from enrichment_light.core.files import atomic_output
+from enrichment_light.core.flags import env_flag
 
 LOGGER = logging.getLogger(__name__)
 
@@ -382,20 +384,8 @@ class TensorRTSettings:
         return "fp16" if self.fp16 else "fp32"
 
 
-def _parse_bool(name: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in TRUE_WORDS:
-        return True
-    if v in FALSE_WORDS or v == "":
-        return False
-    raise ValueError(f"environment variable {name}={value!r} is not a boolean (use true/false, 1/0, yes/no, on/off)")
-
-
 def _env_bool(environ: Mapping[str, str], names: Sequence[str], default: bool) -> bool:
-    found = {n: _parse_bool(n, environ[n]) for n in names if n in environ}
-    if len(set(found.values())) > 1:
-        raise ValueError(f"conflicting environment variables: {', '.join(f'{n}={environ[n]!r}' for n in found)}")
-    return next(iter(found.values())) if found else default
+    return env_flag(names, default=default, environ=environ)  # empty = unset (core.flags)
 
 
 def tensorrt_settings_from_env(model_name: str, environ: Mapping[str, str] | None = None) -> TensorRTSettings:

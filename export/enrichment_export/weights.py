@@ -26,9 +26,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from enrichment_export._progress import atomic_output, checked_path, format_bytes, sha256_file
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_export.files import checked_path, sha256_file
+from enrichment_export.steps import format_bytes
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
+from enrichment_light.core.files import atomic_output
 
 LOGGER = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import pytest
 
 from enrichment_export import onnx_export as ox
 from enrichment_export import tensorrt_plan as tp
-from enrichment_light import contract
+from enrichment_light.core import contract
 
 pytestmark = pytest.mark.gpu
 

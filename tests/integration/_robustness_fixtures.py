@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from _client_fixtures import client_repository, enrichment_server  # noqa: F401  (re-exported fixtures)
 
-from enrichment_light import contract as ct
 from enrichment_light.cli import sample_images
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import EnrichmentError, InvalidInputError
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError, InvalidInputError
 from enrichment_light.server import EmbeddedServer
 
 STUB = "triton_python_backend_stub"

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from enrichment_light import contract as ct
-from enrichment_light.processing.detection import pad_pose, postprocess_detections, postprocess_pose
-from enrichment_light.processing.image import decode_image, letterbox
-from enrichment_light.processing.reid import crop_persons
-from enrichment_light.processing.threat import ThreatTaxonomy, select_threats
+from enrichment_light.core import contract as ct
+from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
+from enrichment_light.core.processing.image import decode_image, letterbox
+from enrichment_light.core.processing.reid import crop_persons
+from enrichment_light.core.processing.threat import ThreatTaxonomy, select_threats
 
 
 class Reference:

@@ -9,9 +9,9 @@ import sys
 import pytest
 from _client_fixtures import *  # noqa: F403
 
-from enrichment_light import contract as ct
 from enrichment_light.cli import main
-from enrichment_light.processing.image import decode_image
+from enrichment_light.core import contract as ct
+from enrichment_light.core.processing.image import decode_image
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +96,7 @@ def test_cli_health_exits_1_when_server_is_down(closed_port_url, capsys):
 def test_cli_analyze_and_health_import_no_heavy_modules():
     code = (
         "import sys, enrichment_light.cli as c; c.build_parser().parse_args(['health']);"
-        "import enrichment_light.client, enrichment_light.facades, enrichment_light.aio;"
+        "import enrichment_light.client, enrichment_light.client.facades, enrichment_light.client.aio;"
         "heavy = ('torch', 'ultralytics', 'onnxruntime', 'enrichment_export');"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))"
     )

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 from _client_fixtures import *  # noqa: F403
 
-from enrichment_light import contract as ct
-from enrichment_light.aio import AsyncEnrichmentClient
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import (
+from enrichment_light.client.aio import AsyncEnrichmentClient
+from enrichment_light.client.results import EnrichmentResult, ThreatResult
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import (
     InferenceTimeoutError,
     InvalidImageError,
     InvalidInputError,
     ModelNotReadyError,
     ServerUnavailableError,
 )
-from enrichment_light.processing.image import decode_image
-from enrichment_light.processing.reid import crop_bounds
-from enrichment_light.results import EnrichmentResult, ThreatResult
+from enrichment_light.core.processing.image import decode_image
+from enrichment_light.core.processing.reid import crop_bounds
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from enrichment_light import EnrichmentClient
-from enrichment_light.errors import AccessDeniedError
+from enrichment_light.core.errors import AccessDeniedError
 
 pytestmark = pytest.mark.integration
 

@@ -37,9 +37,9 @@ from _robustness_fixtures import (
     unlink_orphaned_regions,
 )
 
-from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import (
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import (
     EnrichmentError,
     ModelNotReadyError,
     ModelRestartingError,

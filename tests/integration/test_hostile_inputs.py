@@ -23,9 +23,9 @@ import pytest
 from _robustness_fixtures import *  # noqa: F403
 from _robustness_fixtures import assert_all_ready, photos, stub_pids
 
-from enrichment_light import contract as ct
 from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import InvalidInputError
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _hostile_corpus import image_cases

@@ -21,7 +21,7 @@ from enrichment_light import (
     load_pose_estimator,
     load_threat_detector,
 )
-from enrichment_light.processing.image import decode_image
+from enrichment_light.core.processing.image import decode_image
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from enrichment_light.errors import ServerStartError
+from enrichment_light.core.errors import ServerStartError
 from enrichment_light.server import EmbeddedServer, check_port_free, find_free_port, prepare_server_home
 
 ServerFactory = Callable[..., EmbeddedServer]  # the triton_server_factory fixture

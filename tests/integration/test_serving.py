@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from _serving_reference import Reference, png_header_only
 
-from enrichment_light import contract as ct
-from enrichment_light.results import POSE_CLASS_ORDER, SEVERITY_ORDER, PoseClass, Severity
+from enrichment_light.client.results import POSE_CLASS_ORDER, SEVERITY_ORDER, PoseClass, Severity
+from enrichment_light.core import contract as ct
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from enrichment_light.annotate import (
+from enrichment_light.client.annotate import (
     PERSON_COLOR,
     SEVERITY_COLORS,
     SKELETON_COLOR,
@@ -19,9 +19,7 @@ from enrichment_light.annotate import (
     draw_threats,
     save_annotated,
 )
-from enrichment_light.contract import KEYPOINT_NAMES
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.results import (
+from enrichment_light.client.results import (
     EnrichmentResult,
     Keypoint,
     PersonResult,
@@ -32,6 +30,8 @@ from enrichment_light.results import (
     ThreatDetection,
     ThreatResult,
 )
+from enrichment_light.core.contract import KEYPOINT_NAMES
+from enrichment_light.core.errors import InvalidInputError
 
 H, W = 480, 640
 

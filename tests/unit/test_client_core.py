@@ -7,26 +7,24 @@ import json
 import numpy as np
 import pytest
 
-from enrichment_light import contract as ct
-from enrichment_light._core import (
+from enrichment_light.client.decoding import (
     ENRICH_POSE_NAMES,
     ENRICH_THREAT_NAMES,
-    ClientCore,
-    backend_from_config,
     decode_enrich,
     decode_poses,
     decode_threats,
-    load_manifest,
-    manifest_entry,
     reid_results,
-    threshold_tensors,
 )
-from enrichment_light._inputs import encode_array
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.detection import PoseDetections, pad_pose
-from enrichment_light.processing.reid import embedding_hash
-from enrichment_light.processing.threat import ThreatDetections, _object_array
-from enrichment_light.results import PoseClass, Severity
+from enrichment_light.client.inputs import encode_array
+from enrichment_light.client.manifest import load_manifest, manifest_entry
+from enrichment_light.client.model_config import backend_from_config
+from enrichment_light.client.plans import ClientCore, threshold_tensors
+from enrichment_light.client.results import PoseClass, Severity
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.detection import PoseDetections, pad_pose
+from enrichment_light.core.processing.reid import embedding_hash
+from enrichment_light.core.processing.threat import ThreatDetections, _object_array
 
 
 def _core(**kw) -> ClientCore:

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from enrichment_light._inputs import as_boxes, as_image_bytes, as_rgb_array, encode_array
-from enrichment_light.errors import InvalidImageError, InvalidInputError
-from enrichment_light.processing.image import decode_image
+from enrichment_light.client.inputs import as_boxes, as_image_bytes, as_rgb_array, encode_array
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.processing.image import decode_image
 
 
 def _rgb(h: int = 48, w: int = 64) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from enrichment_light._transport import (
+from enrichment_light.client.transport import (
     Endpoint,
     RetryPolicy,
     RoundRobin,
@@ -14,7 +14,7 @@ from enrichment_light._transport import (
     parse_endpoints,
     translate_error,
 )
-from enrichment_light.errors import (
+from enrichment_light.core.errors import (
     AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,
@@ -192,7 +192,7 @@ def test_client_call_retries_with_backoff_when_stub_restarts_or_server_unavailab
     from enrichment_light.client import EnrichmentClient
 
     sleeps: list[float] = []
-    monkeypatch.setattr("enrichment_light.client.time.sleep", sleeps.append)
+    monkeypatch.setattr("enrichment_light.client.sync.time.sleep", sleeps.append)
     status = "StatusCode.INTERNAL" if flaky == DEAD_STUB else "StatusCode.UNAVAILABLE"
     calls = []
 
@@ -211,7 +211,7 @@ def test_client_call_retries_with_backoff_when_stub_restarts_or_server_unavailab
 def test_client_call_raises_model_restarting_when_retries_run_out(monkeypatch):
     from enrichment_light.client import EnrichmentClient
 
-    monkeypatch.setattr("enrichment_light.client.time.sleep", lambda s: None)
+    monkeypatch.setattr("enrichment_light.client.sync.time.sleep", lambda s: None)
 
     def fn(raw, endpoint):
         raise InferenceServerException(msg=DEAD_STUB, status="StatusCode.INTERNAL")

@@ -7,7 +7,7 @@
 - deploy/k8s (kustomize, rendered here) and deploy/kserve: validated against the Kubernetes
   schemas that kubernetes-validate bundles, then probes, GPU limit, security, autoscaling rule.
 - Consistency: ports, model names, server flags and the NGC release agree with
-  enrichment_light.contract, deploy/versions.env and pyproject.toml everywhere.
+  enrichment_light.core.contract, deploy/versions.env and pyproject.toml everywhere.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from enrichment_export import cli as export_cli
-from enrichment_light import contract
+from enrichment_light.core import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -12,7 +12,9 @@ import pytest
 import torch
 from _ultralytics_oracle import stable_nms_function
 
-from enrichment_light.contract import (
+from enrichment_light.client.decoding import decode_poses, pose_results_of
+from enrichment_light.client.results import POSE_CLASS_ORDER, PoseResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     KEYPOINTS,
@@ -24,24 +26,22 @@ from enrichment_light.contract import (
     SUSPICIOUS,
     model_spec,
 )
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing import pose_rules
-from enrichment_light.processing.detection import (
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing import pose_rules
+from enrichment_light.core.processing.detection import (
     Detections,
     PoseDetections,
     nms,
     pad_detections,
     pad_pose,
     pad_rows,
-    pose_results,
     postprocess_detections,
     postprocess_pose,
     split_batch,
     unpad_detections,
     unpad_pose,
 )
-from enrichment_light.processing.image import LetterboxInfo
-from enrichment_light.results import POSE_CLASS_ORDER, PoseResult
+from enrichment_light.core.processing.image import LetterboxInfo
 
 A = 8400
 
@@ -281,7 +281,7 @@ def test_postprocess_pose_returns_empty_when_no_person_is_above_conf() -> None:
     raw = make_raw(np.random.default_rng(8), 3, 1, above=0, extra=51)
     ours = postprocess_pose(raw, infos_for([(10, 10)] * 3))
     assert [len(p) for p in ours] == [0, 0, 0]
-    assert ours[0].keypoints.shape == (0, 17, 3) and ours[0].to_results() == []
+    assert ours[0].keypoints.shape == (0, 17, 3) and pose_results_of(ours[0]) == []
 
 
 def test_postprocess_pose_orders_ties_by_anchor_when_scores_are_equal(oracle) -> None:
@@ -421,7 +421,7 @@ def test_pad_pose_keeps_best_rows_when_more_than_max_det() -> None:
 
 def test_pose_results_builds_typed_results_when_outputs_are_padded() -> None:
     poses = _pose_detections(4)
-    results = pose_results(pad_pose(poses))
+    results = decode_poses(pad_pose(poses))
     assert len(results) == 4 and all(isinstance(r, PoseResult) for r in results)
     first = results[0]
     assert first.pose_class is POSE_CLASS_ORDER[poses.pose_class[0]]
@@ -435,7 +435,7 @@ def test_pose_results_builds_typed_results_when_outputs_are_padded() -> None:
 
 
 def test_pose_results_is_empty_when_count_is_zero() -> None:
-    assert pose_results(pad_pose(PoseDetections.empty())) == []
+    assert decode_poses(pad_pose(PoseDetections.empty())) == []
 
 
 def test_pad_detections_round_trips_when_padded_then_unpadded() -> None:

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from enrichment_light._files import atomic_output
+from enrichment_light.core.files import atomic_output
 
 
 def test_atomic_output_replaces_target_with_umask_permissions_when_block_succeeds(tmp_path):

@@ -23,10 +23,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from enrichment_light import contract as ct
-from enrichment_light.errors import InvalidImageError, InvalidInputError
-from enrichment_light.processing.image import decode_image
-from enrichment_light.processing.reid import crop_bounds, extract_person_crops
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.processing.image import decode_image
+from enrichment_light.core.processing.reid import crop_bounds, extract_person_crops
 from enrichment_light.serving.pipeline import reid_crops, thresholds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import zipfile
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enrichment_light.errors import EnrichmentError, InvalidInputError
-from enrichment_light.gallery import GALLERY_FORMAT_VERSION, GalleryFileError, GalleryMatch, PersonGallery
+from enrichment_light.client.gallery import GALLERY_FORMAT_VERSION, GalleryFileError, GalleryMatch, PersonGallery
+from enrichment_light.core.errors import EnrichmentError, InvalidInputError
 
 DIM = 512
 CAMERAS = ("cam0", "cam1", "cam2", "cam3")
@@ -259,6 +260,15 @@ def test_storage_grows_amortised_when_adding_one_by_one():
 
 
 # --- persistence ----------------------------------------------------------------------------
+def _assert_same_matches(got, want):
+    assert len(got) == len(want)
+    for g_row, w_row in zip(got, want, strict=True):
+        assert [dataclasses.replace(m, similarity=0.0) for m in g_row] == [
+            dataclasses.replace(m, similarity=0.0) for m in w_row
+        ]
+        np.testing.assert_allclose([m.similarity for m in g_row], [m.similarity for m in w_row], rtol=0, atol=1e-6)
+
+
 def test_save_load_roundtrip_is_bit_exact(clustered, tmp_path):
     g, centres, *_ = clustered
     g.add(np.ones(DIM), camera_id="extra", timestamp=T0 + 1e6, track_id=9)
@@ -269,8 +279,10 @@ def test_save_load_roundtrip_is_bit_exact(clustered, tmp_path):
     np.testing.assert_array_equal(h.entry_ids(), g.entry_ids())
     for eid in g.entry_ids().tolist():
         assert g.get_embedding(eid).tobytes() == h.get_embedding(eid).tobytes()
-    assert h.match_batch(centres, top_k=5, threshold=0.0) == g.match_batch(centres, top_k=5, threshold=0.0)
-    assert h.match(centres[1], threshold=None) == g.match(centres[1], threshold=None)
+    # The stored bytes are identical; similarities may differ in the last float32 bit, because BLAS
+    # sums a column differently depending on where it sits in the matrix (remove() moved rows).
+    _assert_same_matches(h.match_batch(centres, top_k=5, threshold=0.0), g.match_batch(centres, top_k=5, threshold=0.0))
+    _assert_same_matches([h.match(centres[1], threshold=None)], [g.match(centres[1], threshold=None)])
     assert h.add(np.ones(DIM), camera_id="c", timestamp=T0) == g.add(np.ones(DIM), camera_id="c", timestamp=T0)
     assert [p.name for p in tmp_path.iterdir()] == ["g.npz"]  # no temporary left behind
 

@@ -22,9 +22,9 @@ from _image_samples import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enrichment_light.contract import DEFAULT_MAX_PIXELS, LETTERBOX_INFO_LEN
-from enrichment_light.errors import InvalidImageError, InvalidInputError
-from enrichment_light.processing.image import LetterboxInfo, decode_image, image_size, letterbox
+from enrichment_light.core.contract import DEFAULT_MAX_PIXELS, LETTERBOX_INFO_LEN
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.processing.image import LetterboxInfo, decode_image, image_size, letterbox
 
 RGB = smooth_rgb(48, 64)
 JPEG = cv2_encode(RGB, ".jpg")

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from enrichment_export import onnx_export as ox
-from enrichment_export._progress import sha256_file
+from enrichment_export.files import sha256_file
 from enrichment_export.osnet import create_osnet_x0_25
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
 
 
 @pytest.fixture(autouse=True, scope="module")

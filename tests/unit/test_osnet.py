@@ -17,8 +17,8 @@ from enrichment_export.osnet import (
     load_osnet_x0_25,
     normalize_state_dict,
 )
-from enrichment_light.contract import EMBEDDING_DIMENSION, REID_INPUT_HEIGHT, REID_INPUT_WIDTH
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core.contract import EMBEDDING_DIMENSION, REID_INPUT_HEIGHT, REID_INPUT_WIDTH
+from enrichment_light.core.errors import ModelFileError
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from enrichment_light.errors import InvalidModelPathError
-from enrichment_light.paths import MODEL_ROOTS_ENV, allowed_model_roots, validate_model_path
+from enrichment_light.core.errors import InvalidModelPathError
+from enrichment_light.core.paths import MODEL_ROOTS_ENV, allowed_model_roots, validate_model_path
 
 
 @pytest.fixture

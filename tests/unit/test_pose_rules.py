@@ -7,8 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enrichment_light.contract import KEYPOINT_NAMES
-from enrichment_light.processing.pose_rules import (
+from enrichment_light.client.results import POSE_CLASS_ORDER, PoseClass
+from enrichment_light.core.contract import KEYPOINT_NAMES
+from enrichment_light.core.processing.pose_rules import (
     DEFAULT_POSE_RULES,
     PoseRules,
     classify_pose,
@@ -16,7 +17,6 @@ from enrichment_light.processing.pose_rules import (
     pose_confidences,
     suspicious_mask,
 )
-from enrichment_light.results import POSE_CLASS_ORDER, PoseClass
 
 # A person ~400 px tall; the golden values (nose, shoulders, hips, knees, ankles) are the original's.
 STANDING = {

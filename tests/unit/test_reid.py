@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.reid import (
+from enrichment_light.client.results import ReIDResult
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.reid import (
     DEFAULT_SIMILARITY_THRESHOLD,
     cosine_similarity,
     cosine_similarity_matrix,
@@ -23,7 +24,6 @@ from enrichment_light.processing.reid import (
     resize_crop,
     resize_crops,
 )
-from enrichment_light.results import ReIDResult
 
 Image = pytest.importorskip("PIL.Image")
 

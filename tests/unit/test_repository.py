@@ -13,8 +13,8 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from enrichment_export import repository as rb
-from enrichment_light import contract as ct
-from enrichment_light.errors import InvalidModelPathError
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidModelPathError
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["gun", "knife", "bat", "person"]
@@ -270,7 +270,7 @@ def test_build_repository_raises_invalid_model_path_when_onnx_path_has_traversal
 
 
 def test_build_repository_validates_every_user_path_when_building(tmp_path, artifacts, monkeypatch):
-    import enrichment_light.paths as paths
+    import enrichment_light.core.paths as paths
 
     seen: list[str] = []
     real = paths.validate_model_path

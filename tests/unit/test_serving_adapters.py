@@ -12,10 +12,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from enrichment_light import contract as ct
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.detection import pad_pose, postprocess_pose
-from enrichment_light.serving import params, pipeline
+from enrichment_light.core import contract as ct
+from enrichment_light.core import params
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.processing.detection import pad_pose, postprocess_pose
+from enrichment_light.serving import pipeline
 from enrichment_light.serving.onnxruntime_runner import OnnxRuntimeRunner
 from enrichment_light.serving.triton import guard, to_responses
 

@@ -10,8 +10,8 @@ import pytest
 
 from enrichment_export import cli
 from enrichment_export import tensorrt_plan as tp
-from enrichment_light import contract
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core import contract
+from enrichment_light.core.errors import ModelFileError
 
 
 @pytest.fixture(autouse=True, scope="module")

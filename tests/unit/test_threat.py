@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import yaml
 
-from enrichment_light.contract import (
+from enrichment_light.client.decoding import threat_result_of
+from enrichment_light.client.results import Severity, ThreatResult
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     MAX_DETECTIONS,
@@ -22,7 +24,7 @@ from enrichment_light.contract import (
     THREAT_TYPE,
     model_spec,
 )
-from enrichment_light.processing.threat import (
+from enrichment_light.core.processing.threat import (
     TAXONOMY_ENV,
     ThreatDetections,
     ThreatTaxonomy,
@@ -30,7 +32,6 @@ from enrichment_light.processing.threat import (
     normalize_name,
     select_threats,
 )
-from enrichment_light.results import Severity, ThreatResult
 
 
 def coco_names() -> dict[int, str]:
@@ -110,7 +111,7 @@ def test_taxonomy_resolve_maps_by_name_when_custom_model_has_four_classes(taxono
 
 
 def test_taxonomy_resolve_reports_default_severity_and_warns_when_name_unmapped(taxonomy, caplog):
-    with caplog.at_level(logging.WARNING, logger="enrichment_light.processing.threat"):
+    with caplog.at_level(logging.WARNING, logger="enrichment_light.core.processing.threat"):
         mapping = taxonomy.resolve(["person", "Grenade"])
     assert mapping.unmapped == ("Grenade",)
     assert mapping.is_threat.tolist() == [False, True]
@@ -213,7 +214,7 @@ def test_select_threats_keeps_only_threats_when_mixed(taxonomy):
 def test_select_threats_empty_when_no_detections(taxonomy):
     threats = select_threats(dets([]), taxonomy.resolve(coco_names()))
     assert len(threats) == 0 and threats.max_severity == 0
-    result = threats.to_result()
+    result = threat_result_of(threats)
     assert result == ThreatResult()
 
 
@@ -225,7 +226,7 @@ def test_select_threats_raises_when_class_id_out_of_range(taxonomy, bad_ids):
 
 def test_threat_detections_to_result_builds_seed_result(taxonomy):
     mapping = taxonomy.resolve(coco_names())
-    result = select_threats(dets([0, 43, 34]), mapping).to_result(inference_time_ms=5.0, backend="onnxruntime")
+    result = threat_result_of(select_threats(dets([0, 43, 34]), mapping), inference_time_ms=5.0, backend="onnxruntime")
     assert result.has_threat and result.max_severity is Severity.HIGH
     assert [(t.threat_type, t.severity, t.class_name) for t in result.threats] == [
         ("knife", Severity.HIGH, "knife"),

@@ -12,7 +12,7 @@ from typing import ClassVar
 import pytest
 
 from enrichment_export import weights as w
-from enrichment_light.errors import ModelFileError
+from enrichment_light.core.errors import ModelFileError
 
 
 @pytest.fixture(autouse=True, scope="module")

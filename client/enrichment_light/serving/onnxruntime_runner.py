@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.serving.params import get_bool, get_int
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.params import get_bool, get_int
 from enrichment_light.serving.pipeline import check_detector_images, check_tensor
 
 
@@ -73,7 +73,7 @@ class OnnxRuntimeRunner:
         if names_in != [self.input.name] or self.output.name not in names_out:
             raise ValueError(
                 f"{onnx_path}: expected input {self.input.name!r} and output {self.output.name!r} "
-                f"(enrichment_light.contract), got inputs {names_in} and outputs {names_out}"
+                f"(enrichment_light.core.contract), got inputs {names_in} and outputs {names_out}"
             )
 
     @classmethod
@@ -142,7 +142,7 @@ def python_model_class(pb: Any) -> type:
     The model name in the config selects the contract; the ONNX file and the onnxruntime threads
     come from the config parameters. `pb` is ``triton_python_backend_utils`` (stub-only).
     """
-    from enrichment_light.serving.params import parameters
+    from enrichment_light.core.params import parameters
     from enrichment_light.serving.triton import input_array, to_responses
 
     class TritonPythonModel:

@@ -2,7 +2,7 @@
 
 Each ``*_batch`` function takes the inputs of every request that Triton handed to ``execute``
 and returns one entry per request: a ``{tensor name: array}`` dict, or the
-:class:`~enrichment_light.errors.InvalidInputError` that request earned. A bad request never fails
+:class:`~enrichment_light.core.errors.InvalidInputError` that request earned. A bad request never fails
 the others. Arrays keep the request's own batch dimension (a request may carry several images).
 
 The same functions are the in-process reference of the integration tests' end-to-end parity
@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.detection import pad_pose, postprocess_detections, postprocess_pose
-from enrichment_light.processing.image import LetterboxInfo, decode_image, letterbox
-from enrichment_light.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
-from enrichment_light.processing.reid import crop_persons
-from enrichment_light.processing.threat import ThreatMapping, ThreatTaxonomy, select_threats
-from enrichment_light.serving.params import get_float, get_int, get_json, subset
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.params import get_float, get_int, get_json, subset
+from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
+from enrichment_light.core.processing.image import LetterboxInfo, decode_image, letterbox
+from enrichment_light.core.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
+from enrichment_light.core.processing.reid import crop_persons
+from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, select_threats
 
 Outputs = dict[str, np.ndarray]
 Result = Outputs | InvalidInputError

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from enrichment_light.errors import InvalidInputError
+from enrichment_light.core.errors import InvalidInputError
 
 T = TypeVar("T")
 

@@ -11,9 +11,9 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
+from enrichment_light.core.params import parameters
 from enrichment_light.serving import pipeline
-from enrichment_light.serving.params import parameters
 from enrichment_light.serving.triton import input_array, to_responses
 
 _INPUTS = (ct.IMAGE_BYTES, ct.CONF_THRESHOLD, ct.IOU_THRESHOLD)

@@ -4,9 +4,9 @@ import json
 
 import triton_python_backend_utils as pb_utils
 
-from enrichment_light import contract as ct
+from enrichment_light.core import contract as ct
+from enrichment_light.core.params import get_int, parameters
 from enrichment_light.serving import pipeline
-from enrichment_light.serving.params import get_int, parameters
 from enrichment_light.serving.triton import guard, input_array, to_responses
 
 

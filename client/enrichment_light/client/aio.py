@@ -5,7 +5,7 @@ request per image with ``asyncio.gather``, so the server's dynamic batcher sees 
 
 Example:
     >>> import asyncio
-    >>> from enrichment_light.aio import AsyncEnrichmentClient
+    >>> from enrichment_light.client.aio import AsyncEnrichmentClient
     >>> async def main():  # doctest: +SKIP
     ...     async with AsyncEnrichmentClient("localhost:8001") as client:
     ...         await client.wait_until_ready(timeout_s=30)
@@ -27,24 +27,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light._core import (
-    BackendInfo,
-    ClientBase,
-    Plan,
-    Request,
-    backend_from_config,
-    config_body,
-    load_manifest,
-    make_infer_inputs,
-    make_outputs,
-    manifest_entry,
-)
-from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, translate_error
-from enrichment_light.client import CLIENT_MODELS
-from enrichment_light.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
-from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.base import ClientBase
+from enrichment_light.client.inputs import ImageInput
+from enrichment_light.client.manifest import load_manifest, manifest_entry
+from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
+from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
+from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.sync import CLIENT_MODELS
+from enrichment_light.client.transport import Endpoint, translate_error
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
 
 T = TypeVar("T")
 

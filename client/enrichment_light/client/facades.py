@@ -34,25 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light._inputs import ImageInput
-from enrichment_light.client import EnrichmentClient
-from enrichment_light.errors import EnrichmentError, ModelNotReadyError
-from enrichment_light.results import PoseClass, PoseResult, ReIDResult, ThreatResult
-from enrichment_light.serving.params import TRUE_WORDS
+from enrichment_light.client.inputs import ImageInput
+from enrichment_light.client.results import PoseClass, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.sync import EnrichmentClient
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError
+from enrichment_light.core.flags import env_flag
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOAD_TIMEOUT_S = 120.0
-
-
-def env_flag(*names: str) -> bool | None:
-    """The first of the environment variables `names` that is set, as a bool (None if none is)."""
-    for name in names:
-        value = os.environ.get(name)
-        if value is not None and value.strip() != "":
-            return value.strip().lower() in TRUE_WORDS
-    return None
 
 
 def _embedding(value: Any) -> np.ndarray:
@@ -88,7 +79,7 @@ class _TritonModel:
         self.model_path = None if model_path is None else self._validate(model_path)
         self.device = device
         if use_tensorrt is None:
-            use_tensorrt = bool(env_flag(*self.tensorrt_env)) if self.tensorrt_env else False
+            use_tensorrt = env_flag(self.tensorrt_env, default=False)
         self.use_tensorrt = bool(use_tensorrt)
         self.options = dict(options)  # seed-only options (engine paths, fp16...): reported, not used
         self.load_timeout_s = float(load_timeout_s)
@@ -98,7 +89,7 @@ class _TritonModel:
 
     @staticmethod
     def _validate(model_path: str | os.PathLike[str]) -> str:
-        from enrichment_light.paths import validate_model_path
+        from enrichment_light.core.paths import validate_model_path
 
         return str(validate_model_path(model_path, must_exist=False))
 
@@ -204,7 +195,7 @@ class PersonReID(_TritonModel):
 
     def compute_similarity(self, embedding1: Any, embedding2: Any) -> float:
         """Cosine similarity of two embeddings (lists, arrays or ``ReIDResult``), in [-1, 1]."""
-        from enrichment_light.processing.reid import cosine_similarity
+        from enrichment_light.core.processing.reid import cosine_similarity
 
         return cosine_similarity(_embedding(embedding1), _embedding(embedding2))
 

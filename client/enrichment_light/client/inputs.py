@@ -26,7 +26,7 @@ from typing import Any, Union
 import cv2
 import numpy as np
 
-from enrichment_light.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
 
 ImageInput = Union[bytes, bytearray, memoryview, str, "os.PathLike[str]", np.ndarray, Any]
 
@@ -57,7 +57,7 @@ def as_rgb_array(image: ImageInput, *, bgr: bool = False) -> np.ndarray:
         return _normalise_array(image, bgr=bgr)
     if _is_pil_like(image):
         return _normalise_array(np.asarray(image.convert("RGB")), bgr=False)
-    from enrichment_light.processing.image import decode_image
+    from enrichment_light.core.processing.image import decode_image
 
     return decode_image(as_image_bytes(image, bgr=bgr))
 

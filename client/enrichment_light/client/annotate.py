@@ -36,10 +36,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from enrichment_light._files import atomic_output
-from enrichment_light.contract import KEYPOINT_NAMES, SKELETON
-from enrichment_light.errors import EnrichmentError, InvalidInputError
-from enrichment_light.results import EnrichmentResult, PoseResult, Severity, ThreatResult
+from enrichment_light.client.results import EnrichmentResult, PoseResult, Severity, ThreatResult
+from enrichment_light.core.contract import KEYPOINT_NAMES, SKELETON
+from enrichment_light.core.errors import EnrichmentError, InvalidInputError
+from enrichment_light.core.files import atomic_output
 
 __all__ = [
     "KEYPOINT_COLOR",

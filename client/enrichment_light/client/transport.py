@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrichment_light.contract import GRPC_PORT, HTTP_PORT
-from enrichment_light.errors import (
+from enrichment_light.core.contract import GRPC_PORT, HTTP_PORT
+from enrichment_light.core.errors import (
     AccessDeniedError,
     EnrichmentError,
     InferenceTimeoutError,

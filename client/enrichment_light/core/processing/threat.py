@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     MAX_DETECTIONS,
@@ -43,8 +43,8 @@ from enrichment_light.contract import (
     SEVERITY,
     THREAT_TYPE,
 )
-from enrichment_light.errors import EnrichmentError
-from enrichment_light.results import SEVERITY_ORDER, Severity, ThreatDetection, ThreatResult
+from enrichment_light.core.errors import EnrichmentError
+from enrichment_light.core.labels import SEVERITY_ORDER, Severity
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ThreatMapping:
         class_names: The model's class names, by id.
         is_threat: ``bool (C,)``.
         threat_type: ``object (C,)`` str; ``""`` for non-threats.
-        severity: ``int32 (C,)`` rank in ``results.SEVERITY_ORDER``; 0 (none) for non-threats.
+        severity: ``int32 (C,)`` rank in ``labels.SEVERITY_ORDER``; 0 (none) for non-threats.
         unmapped: Names neither mapped nor ignored (reported with the default severity).
     """
 
@@ -265,7 +265,7 @@ class ThreatDetections:
         scores: ``float32 (N,)``.
         class_ids: ``int32 (N,)`` the model's class ids.
         threat_type: ``object (N,)`` str.
-        severity: ``int32 (N,)`` ranks in ``results.SEVERITY_ORDER`` (1..4).
+        severity: ``int32 (N,)`` ranks in ``labels.SEVERITY_ORDER`` (1..4).
         class_name: ``object (N,)`` str, the model's own class names (``""`` when unknown).
     """
 
@@ -303,20 +303,6 @@ class ThreatDetections:
     def max_severity(self) -> int:
         """Highest severity rank found; 0 (none) when there is no threat."""
         return int(self.severity.max()) if len(self) else 0
-
-    def to_result(self, *, inference_time_ms: float = 0.0, backend: str = "unknown") -> ThreatResult:
-        """Convert to the typed, seed-compatible :class:`~enrichment_light.results.ThreatResult`."""
-        threats = [
-            ThreatDetection(
-                threat_type=str(self.threat_type[i]),
-                confidence=float(self.scores[i]),
-                bbox=[float(v) for v in self.xyxy[i]],
-                severity=SEVERITY_ORDER[int(self.severity[i])],
-                class_name=str(self.class_name[i]),
-            )
-            for i in range(len(self))
-        ]
-        return ThreatResult.from_threats(threats, inference_time_ms=inference_time_ms, backend=backend)
 
     def to_padded(self, max_det: int = MAX_DETECTIONS) -> dict[str, np.ndarray]:
         """The threat postprocess output tensors of one request (no batch dimension).

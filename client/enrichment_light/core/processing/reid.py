@@ -21,8 +21,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from enrichment_light.contract import REID_INPUT_HEIGHT, REID_INPUT_WIDTH
-from enrichment_light.errors import InvalidInputError
+from enrichment_light.core.contract import REID_INPUT_HEIGHT, REID_INPUT_WIDTH
+from enrichment_light.core.errors import InvalidInputError
 
 DEFAULT_SIMILARITY_THRESHOLD = 0.7
 _EPS = 1e-12

@@ -21,7 +21,7 @@ when it predicts on a file, so our pixels equal theirs:
 (square mode) and, with ``auto=True``, ``LetterBox(auto=True, stride=32)`` (rect mode: the minimal
 stride-32 rectangle Ultralytics' predictor uses) pixel for pixel; :class:`LetterboxInfo` carries
 what is needed to map boxes and keypoints back to the original image (see
-:mod:`enrichment_light.processing.detection`).
+:mod:`enrichment_light.core.processing.detection`).
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.core.contract import (
     DEFAULT_MAX_PIXELS,
     DETECTOR_INPUT_SIZE,
     DETECTOR_STRIDE,
     LETTERBOX_INFO_LEN,
     LETTERBOX_PAD_VALUE,
 )
-from enrichment_light.errors import InvalidImageError, InvalidInputError
+from enrichment_light.core.errors import InvalidImageError, InvalidInputError
 
 __all__ = [
     "SUPPORTED_FORMATS",

@@ -45,8 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrichment_light.contract import KEYPOINT_DIMS, NUM_KEYPOINTS
-from enrichment_light.results import POSE_CLASS_ORDER, SUSPICIOUS_POSES, PoseClass
+from enrichment_light.core.contract import KEYPOINT_DIMS, NUM_KEYPOINTS
+from enrichment_light.core.labels import POSE_CLASS_ORDER, SUSPICIOUS_POSES, PoseClass
 
 # COCO-17 indices.
 NOSE, LEFT_EYE, RIGHT_EYE = 0, 1, 2
@@ -168,7 +168,7 @@ def classify_poses(keypoints: np.ndarray, boxes: np.ndarray, *, rules: PoseRules
         rules: The thresholds.
 
     Returns:
-        ``int32 (K,)`` indices into :data:`enrichment_light.results.POSE_CLASS_ORDER`.
+        ``int32 (K,)`` indices into :data:`enrichment_light.core.labels.POSE_CLASS_ORDER`.
 
     Raises:
         ValueError: The arrays have the wrong shapes.

@@ -22,7 +22,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from enrichment_light.errors import InvalidModelPathError
+from enrichment_light.core.errors import InvalidModelPathError
 
 MODEL_ROOTS_ENV = "ENRICHMENT_MODEL_ROOTS"
 DEFAULT_MODEL_ROOTS: tuple[str, ...] = ("/models", "/cache/tensorrt", "~/.cache/enrichment-light")

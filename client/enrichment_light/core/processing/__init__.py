@@ -4,13 +4,12 @@ Submodules: ``image`` (decode, letterbox), ``detection`` (NMS, scaling, Efficien
 ``pose_rules`` (posture classes), ``threat`` (name-based taxonomy), ``reid`` (crops, cosine maths).
 """
 
-from enrichment_light.processing.detection import (
+from enrichment_light.core.processing.detection import (
     Detections,
     PoseDetections,
     nms,
     pad_detections,
     pad_pose,
-    pose_results,
     postprocess_detections,
     postprocess_pose,
     scale_boxes,
@@ -18,7 +17,7 @@ from enrichment_light.processing.detection import (
     unpad_detections,
     unpad_pose,
 )
-from enrichment_light.processing.image import (
+from enrichment_light.core.processing.image import (
     SUPPORTED_FORMATS,
     LetterboxInfo,
     decode_image,
@@ -26,7 +25,7 @@ from enrichment_light.processing.image import (
     image_size,
     letterbox,
 )
-from enrichment_light.processing.pose_rules import (
+from enrichment_light.core.processing.pose_rules import (
     DEFAULT_POSE_RULES,
     PoseRules,
     classify_pose,
@@ -34,7 +33,7 @@ from enrichment_light.processing.pose_rules import (
     pose_confidences,
     suspicious_mask,
 )
-from enrichment_light.processing.reid import (
+from enrichment_light.core.processing.reid import (
     DEFAULT_SIMILARITY_THRESHOLD,
     cosine_similarity,
     cosine_similarity_matrix,
@@ -43,7 +42,7 @@ from enrichment_light.processing.reid import (
     is_same_person,
     l2_normalize,
 )
-from enrichment_light.processing.threat import (
+from enrichment_light.core.processing.threat import (
     ThreatDetections,
     ThreatMapping,
     ThreatTaxonomy,
@@ -79,7 +78,6 @@ __all__ = [
     "pad_detections",
     "pad_pose",
     "pose_confidences",
-    "pose_results",
     "postprocess_detections",
     "postprocess_pose",
     "scale_boxes",

@@ -1,4 +1,7 @@
-"""Typed reading of Triton config ``parameters`` (``{"key": {"string_value": "..."}}``)."""
+"""Typed reading of Triton config ``parameters`` (``{"key": {"string_value": "..."}}``).
+
+Pure: the serving adapters read their settings with it, the client reads a served model's config.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +10,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
-FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+from enrichment_light.core.flags import parse_flag
 
 
 def parameters(model_config: Mapping[str, Any]) -> dict[str, str]:
@@ -61,18 +63,12 @@ def get_int(params: Mapping[str, str], key: str, default: int, *, low: int | Non
 
 
 def get_bool(params: Mapping[str, str], key: str, default: bool) -> bool:
-    """A boolean parameter: 1/0, true/false, yes/no or on/off (any case).
+    """A boolean parameter in the words of :mod:`enrichment_light.core.flags`; empty means `default`.
 
     Raises:
         ValueError: Any other value (names the key and the value).
     """
-    raw = params.get(key)
-    if raw is None or raw.strip() == "":
-        return bool(default)
-    word = raw.strip().lower()
-    if word in TRUE_WORDS or word in FALSE_WORDS:
-        return word in TRUE_WORDS
-    raise ValueError(f"config parameter {key!r} must be a boolean (1/0, true/false, yes/no, on/off), got {raw!r}")
+    return parse_flag(params.get(key), default=default, source=f"config parameter {key!r}")
 
 
 def get_json(params: Mapping[str, str], key: str, default: Any) -> Any:

@@ -15,7 +15,7 @@ torchvision.
 
 The padding helpers convert between per-image results and the fixed-size, zero-padded arrays of
 the Triton postprocessors (EfficientNMS convention: ``MAX_DETECTIONS`` rows plus a count), keyed
-by the tensor names of :mod:`enrichment_light.contract`.
+by the tensor names of :mod:`enrichment_light.core.contract`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from enrichment_light.contract import (
+from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
     KEYPOINT_DIMS,
-    KEYPOINT_NAMES,
     KEYPOINTS,
     MAX_DETECTIONS,
     NUM_DETECTIONS,
@@ -40,9 +39,9 @@ from enrichment_light.contract import (
     SCORES,
     SUSPICIOUS,
 )
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.processing.image import LetterboxInfo
-from enrichment_light.results import POSE_CLASS_ORDER, Keypoint, PoseResult
+from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.labels import POSE_CLASS_ORDER
+from enrichment_light.core.processing.image import LetterboxInfo
 
 __all__ = [
     "MAX_NMS",
@@ -53,7 +52,6 @@ __all__ = [
     "pad_detections",
     "pad_pose",
     "pad_rows",
-    "pose_results",
     "postprocess_detections",
     "postprocess_pose",
     "scale_boxes",
@@ -117,7 +115,7 @@ class PoseDetections:
         xyxy: ``float32 (K, 4)`` person boxes.
         scores: ``float32 (K,)`` person box scores.
         keypoints: ``float32 (K, 17, 3)`` ``x, y, confidence`` per COCO keypoint.
-        pose_class: ``int32 (K,)`` indices into ``results.POSE_CLASS_ORDER``.
+        pose_class: ``int32 (K,)`` indices into ``labels.POSE_CLASS_ORDER``.
         pose_confidence: ``float32 (K,)`` mean keypoint confidence.
         suspicious: ``bool (K,)`` whether the pose class is suspicious.
     """
@@ -174,35 +172,6 @@ class PoseDetections:
             np.zeros(0),
             np.zeros(0, dtype=bool),
         )
-
-    def to_results(self) -> list[PoseResult]:
-        """One :class:`~enrichment_light.results.PoseResult` per person, in score order.
-
-        Confidences are clipped to ``[0, 1]`` (the model's sigmoid outputs can only leave that
-        range by rounding), so the results' validation never rejects real model output.
-        """
-        out: list[PoseResult] = []
-        kpts = self.keypoints.astype(np.float64)
-        kconf = np.clip(np.nan_to_num(kpts[..., 2]), 0.0, 1.0)
-        scores = np.clip(self.scores.astype(np.float64), 0.0, 1.0)
-        pose_conf = np.clip(np.nan_to_num(self.pose_confidence.astype(np.float64)), 0.0, 1.0)
-        for i in range(len(self)):
-            keypoints = [
-                Keypoint(name, float(kpts[i, k, 0]), float(kpts[i, k, 1]), float(kconf[i, k]))
-                for k, name in enumerate(KEYPOINT_NAMES)
-            ]
-            pose_class = POSE_CLASS_ORDER[int(self.pose_class[i])]
-            out.append(
-                PoseResult(
-                    keypoints=keypoints,
-                    pose_class=pose_class,
-                    confidence=float(pose_conf[i]),
-                    is_suspicious=pose_class.is_suspicious,
-                    bbox=tuple(float(v) for v in self.xyxy[i]),
-                    score=float(scores[i]),
-                )
-            )
-        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,7 +379,7 @@ def postprocess_pose(
         conf: Person score threshold (strictly above).
         iou: NMS IoU threshold (strictly above suppresses).
         max_det: Most persons per image.
-        rules: A :class:`~enrichment_light.processing.pose_rules.PoseRules`; ``None`` uses the
+        rules: A :class:`~enrichment_light.core.processing.pose_rules.PoseRules`; ``None`` uses the
             defaults.
 
     Returns:
@@ -419,7 +388,7 @@ def postprocess_pose(
     Raises:
         InvalidInputError: Bad shapes, dtypes or thresholds.
     """
-    from enrichment_light.processing import pose_rules
+    from enrichment_light.core.processing import pose_rules
 
     _check_thresholds(conf, iou, max_det)
     pred = _check_raw(raw, POSE_RAW_CHANNELS)
@@ -534,11 +503,6 @@ def unpad_pose(outputs: Mapping[str, np.ndarray]) -> PoseDetections:
         pose_confidence=_rows(outputs, POSE_CONFIDENCE, k, ()),
         suspicious=_rows(outputs, SUSPICIOUS, k, ()),
     )
-
-
-def pose_results(outputs: Mapping[str, np.ndarray]) -> list[PoseResult]:
-    """Padded pose outputs of one image -> a list of :class:`~enrichment_light.results.PoseResult`."""
-    return unpad_pose(outputs).to_results()
 
 
 def split_batch(outputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -12,7 +12,7 @@ Design notes:
   memory bandwidth (about 8-9 ms) where the row-major ``E @ q`` took about 16 ms.
 - **Input policy**: embeddings are L2-normalised on the way in (any finite non-zero vector is
   accepted and scaled to unit length; cosine similarity ignores scale anyway). Wrong dimensions,
-  NaN/inf, non-numeric dtypes and zero vectors raise :class:`~enrichment_light.errors.InvalidInputError`.
+  NaN/inf, non-numeric dtypes and zero vectors raise :class:`~enrichment_light.core.errors.InvalidInputError`.
 - **Matching** returns only candidates with similarity ``> threshold`` (the same strict comparison as
   ``is_same_person``), best first; ties are broken by the smaller entry id.
 - **Eviction**: with ``ttl_s`` set, an entry is expired once ``now - timestamp > ttl_s``; expired
@@ -44,9 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from enrichment_light._files import atomic_output
-from enrichment_light.contract import EMBEDDING_DIMENSION
-from enrichment_light.errors import EnrichmentError, InvalidInputError
+from enrichment_light.core.contract import EMBEDDING_DIMENSION
+from enrichment_light.core.errors import EnrichmentError, InvalidInputError
+from enrichment_light.core.files import atomic_output
 
 __all__ = ["GALLERY_FORMAT", "GALLERY_FORMAT_VERSION", "GalleryFileError", "GalleryMatch", "PersonGallery"]
 

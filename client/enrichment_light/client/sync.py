@@ -24,26 +24,19 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light._core import (
-    BackendInfo,
-    ClientBase,
-    Plan,
-    Request,
-    backend_from_config,
-    load_manifest,
-    make_infer_inputs,
-    make_outputs,
-    manifest_entry,
-)
-from enrichment_light._inputs import ImageInput
-from enrichment_light._transport import Endpoint, translate_error
-from enrichment_light.errors import (
+from enrichment_light.client.base import ClientBase
+from enrichment_light.client.inputs import ImageInput
+from enrichment_light.client.manifest import load_manifest, manifest_entry
+from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
+from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
+from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.transport import Endpoint, translate_error
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import (
     EnrichmentError,
     ModelNotReadyError,
     ServerUnavailableError,
 )
-from enrichment_light.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
 
 T = TypeVar("T")
 
@@ -449,8 +442,6 @@ class EnrichmentClient(ClientBase):
 
     def model_config(self, model: str) -> dict[str, Any]:
         """The model's config as a dict (the ``config`` body in both protocols)."""
-        from enrichment_light._core import config_body
-
         return dict(config_body(self._config(model)))
 
     def repository_index(self) -> list[dict[str, Any]]:

@@ -3,44 +3,45 @@
 Every public client method is a *plan*: a generator that yields lists of :class:`Request` and
 receives, for each list, the outputs in the same order; its return value is the method's
 result. :class:`~enrichment_light.client.EnrichmentClient` drives plans with blocking calls (a
-thread pool for the requests of one step), :class:`~enrichment_light.aio.AsyncEnrichmentClient`
+thread pool for the requests of one step), :class:`~enrichment_light.client.aio.AsyncEnrichmentClient`
 with ``await asyncio.gather``. Requests, decoding, shared-memory bookkeeping and input checks
 live here once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from enrichment_light import contract as ct
-from enrichment_light._inputs import ImageInput, as_boxes, as_image_bytes, as_rgb_array
-from enrichment_light._transport import (
+from enrichment_light.client.decoding import (
+    POSE_KEYS,
+    THREAT_KEYS,
+    decode_enrich,
+    decode_poses,
+    decode_threats,
+    first_image,
+    reid_results,
+)
+from enrichment_light.client.inputs import ImageInput, as_boxes, as_image_bytes, as_rgb_array
+from enrichment_light.client.model_config import backend_from_config, config_parameters
+from enrichment_light.client.results import EnrichmentResult, PersonResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.transport import (
     URL_ENV,
     Endpoint,
     RetryPolicy,
     RoundRobin,
     ShmPool,
     ShmRegion,
-    admin_headers,
     default_url,
     parse_endpoints,
 )
-from enrichment_light.errors import InvalidInputError
-from enrichment_light.results import (
-    EnrichmentResult,
-    PersonResult,
-    PoseResult,
-    ReIDResult,
-    ThreatResult,
-)
+from enrichment_light.core import contract as ct
+from enrichment_light.core.errors import InvalidInputError
 
 TRANSPORTS = ("bytes", "shm")
 
@@ -102,207 +103,6 @@ def output_names(model: str) -> tuple[str, ...]:
 
 
 # --------------------------------------------------------------------------------------------
-# Decoding padded outputs (EfficientNMS convention: fixed-size arrays plus a count)
-# --------------------------------------------------------------------------------------------
-
-
-def _first(out: Mapping[str, np.ndarray], names: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """The first image of batched outputs, renamed ``{contract name: output name}``."""
-    return {key: np.asarray(out[name])[0] for key, name in names.items()}
-
-
-_THREAT_KEYS = (ct.NUM_DETECTIONS, ct.BOXES, ct.SCORES, ct.CLASS_IDS, ct.THREAT_TYPE, ct.SEVERITY)
-_POSE_KEYS = (ct.NUM_DETECTIONS, ct.BOXES, ct.SCORES, ct.KEYPOINTS, ct.POSE_CLASS, ct.POSE_CONFIDENCE, ct.SUSPICIOUS)
-#: ``enrich`` output names for the threat and pose tensors, keyed by the ensembles' names.
-ENRICH_THREAT_NAMES = {
-    ct.NUM_DETECTIONS: ct.NUM_THREATS,
-    ct.BOXES: ct.THREAT_BOXES,
-    ct.SCORES: ct.THREAT_SCORES,
-    ct.CLASS_IDS: ct.THREAT_CLASS_IDS,
-    ct.THREAT_TYPE: ct.THREAT_TYPE,
-    ct.SEVERITY: ct.SEVERITY,
-}
-ENRICH_POSE_NAMES = {
-    **{k: k for k in _POSE_KEYS},
-    ct.NUM_DETECTIONS: ct.NUM_PERSONS,
-    ct.SCORES: ct.PERSON_SCORES,
-}
-
-
-def decode_threats(
-    padded: Mapping[str, np.ndarray],
-    *,
-    elapsed_ms: float,
-    backend: str,
-    class_names: Sequence[str] | None = None,
-) -> ThreatResult:
-    """Padded threat tensors of one image (no batch axis) -> :class:`ThreatResult`."""
-    from enrichment_light.processing.threat import ThreatDetections
-
-    try:
-        dets = ThreatDetections.from_padded(padded, class_names=class_names)
-    except ValueError as err:
-        raise InvalidInputError(f"malformed threat outputs from the server: {err}") from err
-    return dets.to_result(inference_time_ms=elapsed_ms, backend=backend)
-
-
-def decode_poses(padded: Mapping[str, np.ndarray]) -> list[PoseResult]:
-    """Padded pose tensors of one image (no batch axis) -> one :class:`PoseResult` per person."""
-    from enrichment_light.processing.detection import pose_results
-
-    return pose_results(padded)
-
-
-def reid_results(embeddings: np.ndarray) -> list[ReIDResult]:
-    """One :class:`ReIDResult` per row of a float32 ``[K, 512]`` array."""
-    from enrichment_light.processing.reid import embedding_hash
-
-    emb = np.asarray(embeddings, dtype=np.float32).reshape(-1, ct.EMBEDDING_DIMENSION)
-    return [ReIDResult(embedding=row.tolist(), embedding_hash=embedding_hash(row)) for row in emb]
-
-
-def decode_enrich(
-    out: Mapping[str, np.ndarray], *, elapsed_ms: float, backend: str, class_names: Sequence[str] | None = None
-) -> EnrichmentResult:
-    """Batched ``enrich`` outputs (first image) -> :class:`EnrichmentResult`."""
-    from enrichment_light.processing.image import LetterboxInfo
-
-    threats = decode_threats(
-        _first(out, ENRICH_THREAT_NAMES), elapsed_ms=elapsed_ms, backend=backend, class_names=class_names
-    )
-    poses = decode_poses(_first(out, ENRICH_POSE_NAMES))
-    embeddings = reid_results(np.asarray(out[ct.EMBEDDINGS])[0][: len(poses)])
-    info = LetterboxInfo.from_array(np.asarray(out[ct.LETTERBOX_INFO])[0])
-    return EnrichmentResult(
-        threats=threats,
-        persons=[PersonResult(pose, reid) for pose, reid in zip(poses, embeddings, strict=False)],
-        image_height=info.orig_h,
-        image_width=info.orig_w,
-        inference_time_ms=elapsed_ms,
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# Backend introspection
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    """Which backend serves a model, read from its config and the repository manifest.
-
-    Attributes:
-        model: Model name.
-        backend: ``"tensorrt"``, ``"onnxruntime"``, ``"python"`` or ``"ensemble"`` - what runs the
-            network (a Python-backend model that runs onnxruntime reports ``"onnxruntime"``).
-        platform: The config's raw ``platform`` / ``backend`` field.
-        runner: ``"native"`` for a Triton backend, ``"python"`` when the Python backend hosts it.
-        device: ``"gpu"`` or ``"cpu"`` from the instance group (``"unknown"`` when unset).
-        manifest: The model's entry in ``repository.json`` when one was found, else ``{}``.
-    """
-
-    model: str
-    backend: str
-    platform: str
-    runner: str
-    device: str
-    manifest: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict."""
-        return {
-            "model": self.model,
-            "backend": self.backend,
-            "platform": self.platform,
-            "runner": self.runner,
-            "device": self.device,
-            "manifest": dict(self.manifest),
-        }
-
-
-# Config parameters a Python-backend model may carry to say what it runs (hand-written
-# repositories); the builder's onnxruntime runners are recognised by their ``onnx_file``.
-RUNTIME_PARAMETERS = ("inference_backend", "runtime", "backend")
-
-
-def config_body(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Unwrap gRPC's ``{"config": {...}}`` so gRPC and HTTP configs look the same."""
-    inner = config.get("config")
-    return inner if isinstance(inner, Mapping) else config
-
-
-def config_parameters(config: Mapping[str, Any]) -> dict[str, str]:
-    """A model config's ``parameters`` as a plain ``{key: string_value}`` dict."""
-    from enrichment_light.serving.params import parameters
-
-    return parameters(config_body(config))
-
-
-def backend_from_config(config: Mapping[str, Any], manifest: Mapping[str, Any] | None = None) -> BackendInfo:
-    """Derive :class:`BackendInfo` from a model config (gRPC or HTTP JSON form).
-
-    Args:
-        config: The model config as returned by tritonclient's ``get_model_config``.
-        manifest: The model's entry in ``repository.json``, if known.
-    """
-    body = config_body(config)
-    name = str(body.get("name", ""))
-    platform = str(body.get("platform") or body.get("backend") or "")
-    raw = platform.lower()
-    params = config_parameters(body)
-    runner = "native"
-    if raw in ("tensorrt_plan", "tensorrt"):
-        backend = "tensorrt"
-    elif raw in ("onnxruntime_onnx", "onnxruntime"):
-        backend = "onnxruntime"
-    elif raw == "ensemble":
-        backend = "ensemble"
-    elif raw == "python":
-        runner = "python"
-        explicit = next((params[k].lower() for k in RUNTIME_PARAMETERS if params.get(k)), None)
-        # The builder's Python-backend onnxruntime runners carry the ONNX file name.
-        backend = explicit or ("onnxruntime" if params.get("onnx_file") else "python")
-        if manifest and manifest.get("serving"):
-            backend = str(manifest["serving"])
-    else:
-        backend = raw or "unknown"
-    kinds = {str(g.get("kind", "")) for g in body.get("instance_group") or []}
-    if any("GPU" in k for k in kinds):
-        device = "gpu"
-    elif any("CPU" in k for k in kinds):
-        device = "cpu"
-    else:
-        device = "unknown"
-    return BackendInfo(name, backend, platform, runner, device, dict(manifest or {}))
-
-
-def load_manifest(path: str | os.PathLike[str] | None) -> dict[str, Any]:
-    """Read a repository manifest (``repository.json`` or the folder that holds it).
-
-    Returns ``{}`` when `path` is None or the file does not exist.
-    """
-    if path is None:
-        return {}
-    p = Path(path)
-    if p.is_dir():
-        p = p / "repository.json"
-    if not p.is_file():
-        return {}
-    return json.loads(p.read_text())
-
-
-def manifest_entry(manifest: Mapping[str, Any], model: str) -> dict[str, Any]:
-    """The manifest's entry for `model` (``{"models": {name: {...}}}`` or a list of dicts)."""
-    models = manifest.get("models", {})
-    if isinstance(models, Mapping):
-        return dict(models.get(model, {}))
-    for item in models:
-        if isinstance(item, Mapping) and item.get("name") == model:
-            return dict(item)
-    return {}
-
-
-# --------------------------------------------------------------------------------------------
 # Shared state and plans
 # --------------------------------------------------------------------------------------------
 
@@ -353,7 +153,7 @@ class ClientCore:
     # -- helpers ------------------------------------------------------------------------------
 
     def image_bytes(self, image: ImageInput, bgr: bool) -> bytes:
-        """Encoded bytes for `image` (see :mod:`enrichment_light._inputs`)."""
+        """Encoded bytes for `image` (see :mod:`enrichment_light.client.inputs`)."""
         return as_image_bytes(image, bgr=bgr, array_format=self.array_format)
 
     def backend_of(self, model: str) -> str:
@@ -379,7 +179,7 @@ class ClientCore:
         start = time.perf_counter()
         (out,) = yield [req]
         return decode_threats(
-            _first(out, {k: k for k in _THREAT_KEYS}),
+            first_image(out, {k: k for k in THREAT_KEYS}),
             elapsed_ms=_ms_since(start),
             backend=self.backend_of(ct.THREAT_MODEL),
             class_names=self.class_names(),
@@ -395,7 +195,7 @@ class ClientCore:
             output_names(ct.POSE_ENSEMBLE),
         )
         (out,) = yield [req]
-        return decode_poses(_first(out, {k: k for k in _POSE_KEYS}))
+        return decode_poses(first_image(out, {k: k for k in POSE_KEYS}))
 
     def plan_embeddings(self, image: ImageInput, boxes: Any, *, bgr: bool) -> Plan:
         """Plan of ``extract_embeddings``: chunks of at most ``MAX_PERSONS_PER_FRAME`` boxes."""
@@ -403,7 +203,7 @@ class ClientCore:
         if len(arr) == 0:
             return []
         if self.transport == "shm":
-            from enrichment_light.processing.reid import crop_persons
+            from enrichment_light.core.processing.reid import crop_persons
 
             crops = crop_persons(as_rgb_array(image, bgr=bgr), arr)
             return (yield from self._plan_crops_array(crops))
@@ -422,7 +222,7 @@ class ClientCore:
 
     def plan_crops(self, crops: Sequence[ImageInput], *, bgr: bool) -> Plan:
         """Plan of ``extract_embeddings_from_crops``: resize locally, then call OSNet directly."""
-        from enrichment_light.processing.reid import resize_crops
+        from enrichment_light.core.processing.reid import resize_crops
 
         if len(crops) == 0:
             return []
@@ -470,7 +270,7 @@ class ClientCore:
     def _plan_detect_shm(
         self, model: str, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool
     ) -> Plan:
-        from enrichment_light.processing.image import letterbox
+        from enrichment_light.core.processing.image import letterbox
 
         threshold_tensors(conf, iou)  # validate before any work
         tensor, info = letterbox(as_rgb_array(image, bgr=bgr))
@@ -552,8 +352,8 @@ class ClientCore:
         )
 
     def _plan_enrich_shm(self, image: ImageInput, *, conf: float | None, iou: float | None, bgr: bool) -> Plan:
-        from enrichment_light.processing.image import letterbox
-        from enrichment_light.processing.reid import crop_persons
+        from enrichment_light.core.processing.image import letterbox
+        from enrichment_light.core.processing.reid import crop_persons
 
         threshold_tensors(conf, iou)
         rgb = as_rgb_array(image, bgr=bgr)
@@ -612,49 +412,3 @@ def _itemsize(datatype: str) -> int:
     from tritonclient.utils import triton_to_np_dtype
 
     return np.dtype(triton_to_np_dtype(datatype)).itemsize
-
-
-class ClientBase:
-    """State and read-only properties shared by the sync and asyncio clients."""
-
-    def __init__(
-        self,
-        url: str | Sequence[str] | None,
-        *,
-        protocol: str,
-        timeout_s: float | None,
-        retries: int,
-        backoff_s: float,
-        version: str | int | None,
-        transport: str,
-        array_format: str,
-        manifest: str | os.PathLike[str] | None,
-        admin_key: str | None,
-    ) -> None:
-        self._core = ClientCore(
-            url,
-            protocol=protocol,
-            timeout_s=timeout_s,
-            retries=retries,
-            backoff_s=backoff_s,
-            version=version,
-            transport=transport,
-            array_format=array_format,
-            manifest=manifest if manifest is not None else os.environ.get("ENRICHMENT_REPOSITORY"),
-        )
-        self._admin_headers = admin_headers(admin_key, protocol=self._core.protocol)
-
-    @property
-    def urls(self) -> list[str]:
-        """Server addresses, in fail-over order."""
-        return self._core.urls
-
-    @property
-    def protocol(self) -> str:
-        """``"grpc"`` or ``"http"``."""
-        return self._core.protocol
-
-    @property
-    def transport(self) -> str:
-        """``"bytes"`` or ``"shm"``."""
-        return self._core.transport
