@@ -155,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrent-runs", type=int, default=0,
                    help="also serve a repository with this ort_concurrent_runs (A/B against the default)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.int8:
+        try:
+            import enrichment_export.quantize  # noqa: F401  (helper int8's INT8 export)
+        except ImportError as err:
+            p.error(f"--int8 needs enrichment_export.quantize, which this tree lacks ({err}); merge main once it has it")
     rounds = args.rounds or (1 if args.quick else 2)
     cell_s = args.cell_s or (1.0 if args.quick else 3.0)
     concs = [int(c) for c in args.concurrency.split(",")]
