@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             import enrichment_export.quantize  # noqa: F401  (helper int8's INT8 export)
         except ImportError as err:
-            p.error(f"--int8 needs enrichment_export.quantize, which this tree lacks ({err}); merge main once it has it")
+            p.error(f"--int8 needs enrichment_export.quantize, which this tree lacks ({err}); merge main first")
     rounds = args.rounds or (1 if args.quick else 2)
     cell_s = args.cell_s or (1.0 if args.quick else 3.0)
     concs = [int(c) for c in args.concurrency.split(",")]
