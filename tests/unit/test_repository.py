@@ -421,3 +421,8 @@ def test_build_repository_fuses_pose_and_threat_when_target_is_cpu(tmp_path, art
                                   options=rb.BuildOptions(fuse_cpu_pipelines=False))  # fmt: skip
     assert unfused.manifest["models"][ct.POSE_ENSEMBLE]["backend"] == "ensemble"
     assert not (unfused.out_dir / ct.POSE_ENSEMBLE / "1" / "model.py").exists()
+
+
+def test_fused_cpu_models_share_one_adapter_when_committed():
+    sources = {(ROOT / "model_repository" / n / "1" / "model.py").read_bytes() for n in rb.FUSED_CPU}
+    assert len(sources) == 1
