@@ -230,7 +230,7 @@ def _fmt(v: Any, suffix: str = "") -> str:
 
 
 def markdown(results: dict[str, Any], labels: dict[str, str]) -> str:
-    """The Markdown tables shown in the README."""
+    """The Markdown tables shown in docs/benchmarks.md."""
     meta = results["meta"]
     lines = [
         f"Run {meta['started']} on {meta['cpus']} CPU cores ({meta['cpu_model']}), {meta['mode']} mode, "

@@ -1,6 +1,7 @@
 """enrichment-light: person re-id, pose and threat detection served by NVIDIA Triton."""
 
 from enrichment_light import _compat
+from enrichment_light import client as _client
 from enrichment_light.client.results import (
     EnrichmentResult,
     Keypoint,
@@ -30,19 +31,10 @@ __version__ = "0.1.0"
 
 # Client classes load on first use: the Python-backend models on the server import this package
 # and must not pay for the client (tritonclient, the thread pools) they never use.
-_LAZY = {
-    "EnrichmentClient": "enrichment_light.client.sync",
-    "AsyncEnrichmentClient": "enrichment_light.client.aio",
-    "BackendInfo": "enrichment_light.client.model_config",
-    "PersonGallery": "enrichment_light.client.gallery",
-    "PersonReID": "enrichment_light.client.facades",
-    "PoseEstimator": "enrichment_light.client.facades",
-    "ThreatDetector": "enrichment_light.client.facades",
-    "load_person_reid": "enrichment_light.client.facades",
-    "load_pose_estimator": "enrichment_light.client.facades",
-    "load_threat_detector": "enrichment_light.client.facades",
-    "validate_model_path": "enrichment_light.core.paths",
-}
+_LAZY = {"validate_model_path": "enrichment_light.core.paths"}
+_LAZY.update(
+    (name, "enrichment_light.client") for name in _client.__all__ if name not in ("CLIENT_MODELS", "GalleryMatch")
+)
 
 # Modules that moved in 0.2 (``enrichment_light.contract`` -> ``enrichment_light.core.contract``, ...)
 # stay importable under their old paths for one release, with a DeprecationWarning.

@@ -1,7 +1,7 @@
 """The ``enrichment-light`` command line: ``analyze``, ``health`` and ``serve``.
 
-``analyze`` and ``health`` need only the light client install. ``serve`` imports the exporters
-(torch, Ultralytics) and the embedded server lazily, only when it runs.
+``analyze`` and ``health`` need only the light client install. ``serve`` runs the exporters (found
+through an entry point: torch, Ultralytics) and the embedded server lazily, only when it runs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import IO, Any
 
 from enrichment_light.client.transport import PROTOCOLS, URL_ENV
 from enrichment_light.core import contract as ct
+from enrichment_light.core import package_data
 from enrichment_light.core.errors import EnrichmentError
 
 logger = logging.getLogger("enrichment_light.cli")
@@ -85,14 +86,8 @@ def annotated_path(directory: Path, source: Path, index: int, used: set[str]) ->
 
 
 def sample_images() -> list[Path]:
-    """Ultralytics' bundled ``bus.jpg`` and ``zidane.jpg`` (found without importing Ultralytics)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("ultralytics")
-    if spec is None or not spec.submodule_search_locations:
-        return []
-    assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
-    return [p for p in (assets / "bus.jpg", assets / "zidane.jpg") if p.is_file()]
+    """The sample photos that ship with the package (``bus.jpg`` and ``zidane.jpg``)."""
+    return package_data.sample_images()
 
 
 # --------------------------------------------------------------------------------------------- analyze
@@ -300,7 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve_forever(server)
     paths = expand_paths(args.analyze) if args.analyze else sample_images()
     if not paths:
-        logger.error("no images to analyse: pass --analyze PATH... (Ultralytics' sample photos were not found)")
+        logger.error("no images to analyse: pass --analyze PATH... (the packaged sample photos are missing)")
         return 2
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

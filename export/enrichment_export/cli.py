@@ -10,7 +10,7 @@ Examples::
     enrichment-export onnx --untrained --out-dir model_repository
     enrichment-export onnx --pose yolov8n-pose.pt --threat /models/threat.pt --reid osnet_x0_25_msmt17.pt
     enrichment-export fetch yolov8n-pose.pt yolov8n.pt
-    enrichment-export plan --model yolov8n_pose --check-only
+    enrichment-export plan --model yolov8n_pose --check-only --gpu-cc 8.6 --trt-version 10.5.0
 """
 
 from __future__ import annotations
@@ -135,15 +135,20 @@ def _add_plan_parser(subparsers: Any) -> None:
         "--model",
         action="append",
         choices=contract.INFERENCE_MODELS,
-        help="model(s) to build (repeatable; default: all three)",
+        help="model(s) to build (repeatable; default: the two detectors, which the tensorrt target serves as plans)",
     )
-    p.add_argument("--onnx", help="ONNX file (only with one --model; default <repository>/<model>/1/model.onnx)")
-    p.add_argument("--repository", default="model_repository", help="where the exported ONNX files are")
+    p.add_argument("--onnx", help="ONNX file (only with one --model; default: found in --repository)")
+    p.add_argument(
+        "--repository",
+        default="model_repository",
+        help="where the exported ONNX files are: <dir>/<model>.onnx or <dir>/<model>/1/model.onnx",
+    )
     p.add_argument("--plan", help="plan file (one --model); default <cache-dir>/<model>/model.sm<XY>.plan")
     p.add_argument("--cache-dir", help="plan cache (default $ENRICHMENT_TENSORRT_CACHE_DIR or /cache/tensorrt)")
     prec = p.add_mutually_exclusive_group()
     prec.add_argument("--fp32", action="store_true", help="FP32 plan (default FP16, or *_TENSORRT_FP16)")
     prec.add_argument("--fp16", action="store_true", help="FP16 plan")
+    prec.add_argument("--int8", action="store_true", help="INT8 plan from a QDQ ONNX (a QDQ ONNX is always INT8)")
     p.add_argument("--min-batch", type=int, default=1)
     p.add_argument("--opt-batch", type=int, default=4)
     p.add_argument("--max-batch", type=int, default=8)
@@ -176,10 +181,28 @@ def _device_from_args(args: argparse.Namespace) -> Any:
     return tp.detect_device_info()
 
 
-def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = None) -> int:
-    from enrichment_export import tensorrt_plan as tp
+def _plan_onnx(args: argparse.Namespace, model_name: str) -> Path:
+    from enrichment_export.repository import find_onnx, onnx_candidates
 
-    models = args.model or list(contract.INFERENCE_MODELS)
+    if args.onnx:
+        return Path(args.onnx)
+    found = find_onnx(args.repository, model_name)
+    if found is None:
+        tried = " or ".join(str(c) for c in onnx_candidates(args.repository, model_name)[:2])
+        raise FileNotFoundError(f"no ONNX file for {model_name}: expected {tried} (export it: enrichment-export onnx)")
+    return found
+
+
+def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = None) -> int:
+    """Build (or check) one plan per model, each with its own outcome.
+
+    A failure is reported and recorded next to the model's plans (``build-result.json``), and the
+    loop goes on with the next model.
+    """
+    from enrichment_export import tensorrt_plan as tp
+    from enrichment_export.repository import PLAN_MODELS
+
+    models = args.model or list(PLAN_MODELS)
     if (args.onnx or args.plan) and len(models) != 1:
         raise SystemExit("--onnx and --plan need exactly one --model")
     profile = tp.BatchProfile(args.min_batch, args.opt_batch, args.max_batch)
@@ -187,34 +210,47 @@ def _run_plan(args: argparse.Namespace, *, device: Any = None, environ: Any = No
     failures = stale = 0
     for model_name in models:
         settings = tp.tensorrt_settings_from_env(model_name, environ)
-        precision = "fp32" if args.fp32 else "fp16" if args.fp16 else settings.precision
-        plan_path = args.plan or settings.engine_path
-        request = tp.make_plan_request(
-            model_name,
-            args.onnx or onnx_path_for(args.repository, model_name),
-            device=device,
-            plan_path=plan_path,
-            cache_dir=args.cache_dir or settings.cache_dir,
-            precision=precision,
-            profile=profile,
-            workspace_bytes=args.workspace_mib << 20,
-            timing_cache=args.timing_cache,
-            allowed_roots=args.allowed_roots,
-        )
+        cache_dir = Path(args.cache_dir or settings.cache_dir)
+        record_dir = cache_dir / model_name
         try:
+            precision = "fp32" if args.fp32 else "fp16" if args.fp16 else "int8" if args.int8 else settings.precision
+            request = tp.make_plan_request(
+                model_name,
+                _plan_onnx(args, model_name),
+                device=device,
+                plan_path=args.plan or settings.engine_path,
+                cache_dir=cache_dir,
+                precision=precision,
+                profile=profile,
+                workspace_bytes=args.workspace_mib << 20,
+                timing_cache=args.timing_cache,
+                allowed_roots=args.allowed_roots,
+            )
+            record_dir = request.plan_path.parent
             outcome = tp.ensure_plan(request, device, force=args.force, check_only=args.check_only)
-        except tp.PlanVerificationError as err:
-            print(f"FAILED {err}", file=sys.stderr)
+        except (EnrichmentError, ValueError, RuntimeError, OSError, ImportError) as err:
+            print(f"FAILED {model_name}: {err}", file=sys.stderr)
             failures += 1
+            if not args.check_only:
+                _record(tp, record_dir, model_name, "failed", str(err))
             continue
         if outcome.action == "built":
             print(f"built {outcome.plan_path} ({outcome.decision.reason})")
         else:
             stale += outcome.action == "would-build"
             print(outcome.decision.describe())
+        if not args.check_only:
+            _record(tp, record_dir, model_name, outcome.action, outcome.decision.reason)
     if failures:
         return 1
     return PLAN_CHECK_STALE_EXIT if stale else 0
+
+
+def _record(tp: Any, plan_dir: Path, model_name: str, status: str, reason: str) -> None:
+    try:
+        tp.write_build_record(plan_dir, model_name, status=status, reason=reason)
+    except OSError as err:  # the outcome is already printed; a read-only cache must not hide it
+        LOGGER.warning("could not record the %s outcome in %s: %s", model_name, plan_dir, err)
 
 
 register_subcommand("onnx", _add_onnx_parser)
@@ -261,6 +297,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (EnrichmentError, ValueError, RuntimeError, OSError) as err:
         print(f"enrichment-export {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError as err:
+        hint = (
+            "pip install 'enrichment-light[plan]'"
+            if args.command in ("plan", "build-repository")
+            else ("pip install 'enrichment-light[export]'")
+        )
+        print(f"enrichment-export {args.command}: error: {err}; {hint}", file=sys.stderr)
         return 1
 
 

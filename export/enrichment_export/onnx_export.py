@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -128,9 +129,24 @@ def _check_weights_path(source: str | os.PathLike[str], allowed_roots: Any = Non
     path = checked_path(source, allowed_roots=allowed_roots)
     if not path.is_file():
         raise ModelFileError(f"weights file {str(path)!r} does not exist or is not a file")
-    if path.suffix.lower() not in WEIGHT_SUFFIXES:
-        raise ModelFileError(f"weights file {str(path)!r} must be a {' or '.join(WEIGHT_SUFFIXES)} checkpoint")
+    if not is_checkpoint_name(path):
+        raise ModelFileError(
+            f"weights file {str(path)!r} must be a .pt, .pth or torchreid .pth.tar (model.pth.tar-60) checkpoint"
+        )
     return path
+
+
+_TORCHREID_CHECKPOINT = re.compile(r".+\.pth\.tar(-\d+)?", re.IGNORECASE)
+
+
+def is_checkpoint_name(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name is a checkpoint name.
+
+    Accepted: ``.pt``, ``.pth``, and torchreid's ``.pth.tar`` and ``model.pth.tar-60`` (the epoch
+    suffix that torchreid's ``save_checkpoint`` adds).
+    """
+    name = Path(path).name
+    return Path(name).suffix.lower() in WEIGHT_SUFFIXES or bool(_TORCHREID_CHECKPOINT.fullmatch(name))
 
 
 def load_yolo_checkpoint(path: str | os.PathLike[str], *, allowed_roots: Any = None) -> nn.Module:

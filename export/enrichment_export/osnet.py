@@ -284,7 +284,8 @@ def load_osnet_x0_25(path: str | os.PathLike[str]) -> OSNet:
     """Build OSNet-x0.25 and load a torchreid/BoxMOT checkpoint into it strictly.
 
     Args:
-        path: A ``.pth``/``.pt`` file: a raw state_dict, or one under ``state_dict``/``model``.
+        path: A ``.pth``/``.pt``/``.pth.tar`` (torchreid, also ``model.pth.tar-60``) file: a raw
+            state_dict, or one under ``state_dict``/``model``.
 
     Returns:
         The model in eval mode.

@@ -6,16 +6,18 @@ records the compute capability, GPU name, TensorRT version, precision, batch pro
 of the source ONNX. A plan whose sidecar matches the current GPU, TensorRT, ONNX, precision and
 profile is reused; otherwise it is rebuilt (the original never rebuilt a stale engine).
 
-A new plan is built into a temporary file, verified against ONNX Runtime on a sample batch, and only
-then moved into place with ``os.replace``, so a plan that fails verification is never installed.
+A new plan is built into a temporary file, verified against ONNX Runtime on real letterboxed photos
+(per channel group, and after NMS), and only then moved into place, so a plan that fails
+verification is never installed.
 
-Only :func:`build_serialized_plan`, :func:`run_plan` and :func:`detect_device_info` need TensorRT and
-a GPU; everything else is plain Python and takes the device facts, the builder and the verifier as
-arguments, so it is tested without a GPU.
+The plan path needs no torch: device facts come from ``nvidia-smi``, GPU buffers from polygraphy,
+reference outputs from onnxruntime (``pip install 'enrichment-light[plan]'``; TensorRT itself comes
+with the NGC image). Only :func:`build_serialized_plan`, :func:`run_plan` and
+:func:`detect_device_info` need a GPU; everything else takes the device facts, the builder and the
+verifier as arguments, so it is tested without one.
 
-FP16 verification tolerance: every output must satisfy ``max|trt - ort| <= atol + rtol * max|ort|``
-with ``atol=1e-2, rtol=2e-2`` (FP16; 2 % of the output's range: about 13 px on 640-px box coordinates,
-0.02 on scores and unit embeddings) or ``atol=1e-3, rtol=1e-3`` (FP32).
+Precision: FP16 by default; ``fp32`` clears TF32 too; an ONNX with Q/DQ nodes (``enrichment-export
+onnx --precision int8``) is built as ``int8`` (TensorRT explicit quantisation) whatever was asked.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,10 +50,9 @@ LOGGER = logging.getLogger(__name__)
 
 DEFAULT_CACHE_DIR = Path("/cache/tensorrt")
 CACHE_DIR_ENV = "ENRICHMENT_TENSORRT_CACHE_DIR"
-PRECISIONS = ("fp16", "fp32")
+PRECISIONS = ("fp16", "fp32", "int8")
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 SIDECAR_VERSION = 1
-TOLERANCES = {"fp16": (1e-2, 2e-2), "fp32": (1e-3, 1e-3)}  # (atol, rtol) on raw outputs
 
 # The original service's environment variables; both spellings are accepted for threat.
 ENV_VARS: dict[str, dict[str, tuple[str, ...]]] = {
@@ -230,6 +233,7 @@ def make_plan_request(
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES,
     timing_cache: str | os.PathLike[str] | None = None,
     allowed_roots: Any = None,
+    has_qdq: bool | None = None,
 ) -> PlanRequest:
     """Check the arguments of a plan build and resolve its paths (cheap: no TensorRT needed).
 
@@ -240,11 +244,13 @@ def make_plan_request(
         plan_path: Explicit plan file (e.g. from ``POSE_TENSORRT_ENGINE_PATH``); default
             :func:`default_plan_path` under `cache_dir`.
         cache_dir: Plan cache root (default ``/cache/tensorrt``).
-        precision: ``fp16`` or ``fp32``.
+        precision: ``fp16``, ``fp32`` or ``int8``. An ONNX with Q/DQ nodes is always built as
+            ``int8``; ``int8`` without Q/DQ nodes is refused (no calibration here).
         profile: Batch profile; its max must not exceed the model's ``max_batch_size``.
         workspace_bytes: Builder workspace memory pool limit.
         timing_cache: Timing cache file; default ``<plan dir>/timing.sm<XY>.trt<version>.cache``.
         allowed_roots: Roots the ONNX path must lie in (``validate_model_path``).
+        has_qdq: Whether the ONNX holds Q/DQ nodes (default: read the graph with ``onnx``).
 
     Raises:
         ValueError: Bad arguments.
@@ -261,6 +267,7 @@ def make_plan_request(
     if not isinstance(workspace_bytes, int) or workspace_bytes < (1 << 20):
         raise ValueError(f"workspace_bytes must be an int >= 1 MiB, got {workspace_bytes!r}")
     onnx_file = _check_onnx_path(onnx_path, allowed_roots)
+    precision = _precision_for(onnx_file, precision, has_qdq=has_qdq)
     plan = Path(plan_path) if plan_path is not None else default_plan_path(model_name, device, cache_dir)
     if plan.exists() and plan.is_dir():
         plan = plan / plan_filename(device.compute_capability)
@@ -296,6 +303,19 @@ def profile_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, 
     lo = contract.DETECTOR_MIN_SIDE
     hi = contract.DETECTOR_MAX_SIDE
     return (lo, lo, *rest), (*contract.DETECTOR_OPT_HW, *rest), (hi, hi, *rest)
+
+
+def _precision_for(onnx_file: Path, precision: str, *, has_qdq: bool | None) -> str:
+    qdq = onnx_has_qdq(onnx_file) if has_qdq is None else has_qdq
+    if qdq and precision != "int8":
+        LOGGER.info("%s has Q/DQ nodes: an INT8 plan (explicit quantisation) instead of %s", onnx_file, precision)
+        return "int8"
+    if precision == "int8" and not qdq:
+        raise ValueError(
+            f"INT8 plans need a QDQ ONNX (enrichment-export onnx --precision int8); {onnx_file} has no Q/DQ "
+            "nodes and TensorRT calibration is not supported here"
+        )
+    return precision
 
 
 def _check_onnx_path(onnx_path: str | os.PathLike[str], allowed_roots: Any) -> Path:
@@ -417,35 +437,97 @@ def tensorrt_settings_from_env(model_name: str, environ: Mapping[str, str] | Non
 
 
 # --- GPU side (TensorRT) ------------------------------------------------------------------------
+#
+# The plan path imports neither torch nor Ultralytics: device facts come from the driver
+# (``nvidia-smi``), GPU buffers from polygraphy, reference outputs from onnxruntime. Every missing
+# piece ends in a one-line DeviceUnavailableError that says what to do.
+
+NVIDIA_SMI_ENV = "ENRICHMENT_NVIDIA_SMI"  # path of nvidia-smi (default: found on PATH)
+_WHERE_TO_BUILD = (
+    "build plans on the GPU host in the plan-builder image (docker compose --profile build run --rm build-plans), "
+    "or only check with --check-only --gpu-cc 8.6 --trt-version 10.5.0"
+)
 
 
-def detect_device_info(device_index: int = 0) -> DeviceInfo:
-    """Query the current GPU (via torch) and the installed TensorRT.
+class DeviceUnavailableError(RuntimeError):
+    """No GPU, no NVIDIA driver, no TensorRT or no polygraphy: plans cannot be built or run here."""
+
+
+def query_gpu(device_index: int = 0, *, timeout_s: float = 30.0) -> tuple[tuple[int, int], str]:
+    """Compute capability and name of GPU `device_index`, from ``nvidia-smi --query-gpu``.
 
     Raises:
-        RuntimeError: No CUDA device, or TensorRT is not installed.
+        DeviceUnavailableError: nvidia-smi is missing, the driver does not answer, or there is no such GPU.
     """
-    import torch
+    exe = os.environ.get(NVIDIA_SMI_ENV) or shutil.which("nvidia-smi")
+    if not exe:
+        raise DeviceUnavailableError(f"no NVIDIA driver: nvidia-smi is not on PATH; {_WHERE_TO_BUILD}")
+    cmd = [exe, "--query-gpu=compute_cap,name", "--format=csv,noheader", f"--id={device_index}"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise DeviceUnavailableError(f"nvidia-smi did not answer ({err}); check the NVIDIA driver") from err
+    lines = [line.strip() for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0 or not lines:
+        said = (proc.stderr.strip() or proc.stdout.strip() or f"exit status {proc.returncode}").splitlines()[0]
+        raise DeviceUnavailableError(f"no usable NVIDIA GPU {device_index}: nvidia-smi: {said!r}; {_WHERE_TO_BUILD}")
+    cc_text, _, name = lines[0].partition(",")
+    try:
+        cc = parse_compute_capability(cc_text)
+    except ValueError as err:
+        raise DeviceUnavailableError(f"nvidia-smi gave no compute capability ({lines[0]!r}); update it") from err
+    return cc, name.strip() or "unknown GPU"
 
-    if not torch.cuda.is_available():
-        raise RuntimeError("no CUDA device: TensorRT plans can only be built on a GPU (use --check-only with --gpu-cc)")
+
+def tensorrt_version() -> str:
+    """The installed TensorRT version.
+
+    Raises:
+        DeviceUnavailableError: TensorRT is not installed.
+    """
     try:
         import tensorrt as trt
     except ImportError as err:
-        raise RuntimeError(
-            "TensorRT is not installed; build plans inside the NGC TensorRT/Triton container of the same release "
-            "as the serving Triton"
+        raise DeviceUnavailableError(
+            "TensorRT is not installed: build plans in the plan-builder image (nvcr.io/nvidia/tensorrt of the same "
+            "release as the serving Triton, deploy/Dockerfile)"
         ) from err
-    major, minor = torch.cuda.get_device_capability(device_index)
-    return DeviceInfo((int(major), int(minor)), torch.cuda.get_device_name(device_index), str(trt.__version__))
+    return str(trt.__version__)
+
+
+def detect_device_info(device_index: int = 0) -> DeviceInfo:
+    """The GPU's compute capability and name (from the driver) and the installed TensorRT version.
+
+    Raises:
+        DeviceUnavailableError: No GPU, no driver or no TensorRT (one line that says what to do).
+    """
+    cc, name = query_gpu(device_index)
+    return DeviceInfo(cc, name, tensorrt_version())
+
+
+def onnx_has_qdq(onnx_path: str | os.PathLike[str]) -> bool:
+    """Whether the ONNX graph holds QuantizeLinear/DequantizeLinear nodes (an explicitly quantised model)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    return any(node.op_type in _QDQ_OPS for node in model.graph.node)
+
+
+_QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 
 
 def build_serialized_plan(request: PlanRequest) -> bytes:
     """Build a serialized TensorRT engine from the request's ONNX (TensorRT 10 API).
 
+    ``fp16`` sets the FP16 flag; ``fp32`` also clears TF32 so that FP32 means FP32; ``int8`` is
+    explicit quantisation of a QDQ ONNX: the INT8 flag (the Q/DQ scales decide what runs in INT8)
+    plus FP16 for the layers left in float.
+
     Raises:
+        DeviceUnavailableError: TensorRT is not installed.
         RuntimeError: Parsing or building failed (the parser's errors are included).
     """
+    tensorrt_version()
     import tensorrt as trt
 
     logger = trt.Logger(trt.Logger.WARNING)
@@ -457,8 +539,12 @@ def build_serialized_plan(request: PlanRequest) -> bytes:
         raise RuntimeError(f"TensorRT could not parse {request.onnx_path}: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, request.workspace_bytes)
-    if request.precision == "fp16":
+    if request.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)
+    if request.precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    if request.precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     p = request.profile
     lo, opt, hi = profile_shapes(contract.model_spec(request.model_name).inputs[0].shape)
@@ -479,31 +565,21 @@ def build_serialized_plan(request: PlanRequest) -> bytes:
 
 
 def run_plan(plan: bytes, inputs: np.ndarray, input_name: str) -> dict[str, np.ndarray]:
-    """Run a serialized plan once on `inputs` (torch CUDA tensors as buffers); returns outputs by name."""
-    import tensorrt as trt
-    import torch
+    """Run a serialized plan once on `inputs` with polygraphy's TrtRunner; returns outputs by name.
 
-    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(plan)
-    if engine is None:
-        raise RuntimeError("TensorRT could not deserialize the plan")
-    context = engine.create_execution_context()
-    context.set_input_shape(input_name, tuple(inputs.shape))
-    buffers: dict[str, torch.Tensor] = {}
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            tensor = torch.from_numpy(np.ascontiguousarray(inputs)).cuda()
-        else:
-            dtype = torch.from_numpy(np.empty(0, dtype=trt.nptype(engine.get_tensor_dtype(name)))).dtype
-            tensor = torch.empty(tuple(context.get_tensor_shape(name)), dtype=dtype, device="cuda")
-        buffers[name] = tensor
-        context.set_tensor_address(name, tensor.data_ptr())
-    stream = torch.cuda.Stream()
-    if not context.execute_async_v3(stream.cuda_stream):
-        raise RuntimeError("TensorRT execution failed")
-    stream.synchronize()
-    return {n: t.cpu().numpy() for n, t in buffers.items() if n != input_name}
+    Raises:
+        DeviceUnavailableError: TensorRT or polygraphy is not installed.
+    """
+    tensorrt_version()
+    try:
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    except ImportError as err:
+        raise DeviceUnavailableError(
+            "polygraphy is not installed: pip install 'enrichment-light[plan]' (the plan-builder image has it)"
+        ) from err
+    with TrtRunner(EngineFromBytes(plan)) as runner:
+        outputs = runner.infer(feed_dict={input_name: np.ascontiguousarray(inputs)})
+    return {name: np.array(value, copy=True) for name, value in outputs.items()}  # the runner reuses its buffers
 
 
 def run_onnxruntime(onnx_path: Path, inputs: np.ndarray, input_name: str) -> dict[str, np.ndarray]:
@@ -516,18 +592,80 @@ def run_onnxruntime(onnx_path: Path, inputs: np.ndarray, input_name: str) -> dic
 
 
 # --- verification -------------------------------------------------------------------------------
+#
+# One tolerance over a whole raw output is blind: the pose head mixes 0-640 px boxes with 0-1
+# scores, so a range-relative limit (~13 px) lets a +0.3 score error through. Each channel group
+# is therefore compared on its own scale, on real letterboxed photos, and the decoded detections
+# (after NMS) must agree as well.
+
+SAMPLES_RESOURCE = "plan_samples.npz"
+RELEVANT_SCORE = 0.05  # coordinates are compared on anchors whose reference score reaches this
+NMS_CONF, NMS_IOU = 0.25, 0.7  # Ultralytics' predict defaults: more boxes than serving's 0.5, a stricter check
+MAX_COUNT_DIFF, MAX_BOX_DIFF_PX, MATCH_IOU = 1, 2.0, 0.5
+
+# Per channel group: max |diff| (boxes and keypoint x/y in letterbox pixels, scores and keypoint
+# confidences in [0, 1]) or, for embeddings, the lowest cosine similarity allowed. FP16 values are
+# set on paper from FP16's resolution (0.25-0.5 px at 300-640 px) and must be confirmed on a GPU.
+GROUP_TOLERANCES: dict[str, dict[str, float]] = {
+    "fp16": {"boxes": 2.0, "scores": 0.02, "keypoint_xy": 3.0, "keypoint_conf": 0.03, "cosine": 0.999},
+    "fp32": {"boxes": 0.1, "scores": 1e-3, "keypoint_xy": 0.2, "keypoint_conf": 2e-3, "cosine": 0.99999},
+    "int8": {"boxes": 8.0, "scores": 0.1, "keypoint_xy": 10.0, "keypoint_conf": 0.15, "cosine": 0.98},
+}
+
+
+def channel_groups(model_name: str, channels: int) -> dict[str, np.ndarray]:
+    """Row indices of each channel group of a raw YOLOv8 head output ``[N, channels, anchors]``.
+
+    Detect heads: ``boxes`` (cx, cy, w, h) and ``scores`` (one row per class). The pose head adds
+    per keypoint ``x, y, conf``: ``keypoint_xy`` and ``keypoint_conf``.
+    """
+    rows = np.arange(channels)
+    if model_name == contract.POSE_MODEL:
+        if channels != contract.POSE_RAW_CHANNELS:
+            raise ValueError(f"pose output has {channels} channels, expected {contract.POSE_RAW_CHANNELS}")
+        kpt = rows[5:].reshape(contract.NUM_KEYPOINTS, contract.KEYPOINT_DIMS)
+        return {"boxes": rows[:4], "scores": rows[4:5], "keypoint_xy": kpt[:, :2].ravel(), "keypoint_conf": kpt[:, 2]}
+    if channels < 5:
+        raise ValueError(f"detect output has {channels} channels, expected 4 box rows and at least one class")
+    return {"boxes": rows[:4], "scores": rows[4:]}
+
+
+def load_samples() -> dict[str, np.ndarray]:
+    """The packaged sample inputs (``scripts/make_plan_samples.py`` writes them).
+
+    ``images``: letterboxed photos, ``[K, 640, 640, 3]`` uint8 RGB; ``crops``: person crops,
+    ``[M, 256, 128, 3]`` uint8 RGB.
+    """
+    from importlib import resources
+
+    with resources.files("enrichment_export").joinpath("data", SAMPLES_RESOURCE).open("rb") as fh:
+        data = np.load(fh)
+        return {k: np.asarray(data[k]) for k in data.files}
+
+
+def sample_batch(request: PlanRequest, batch: int, samples: Mapping[str, np.ndarray] | None = None) -> np.ndarray:
+    """A batch of real inputs for the request's model.
+
+    The packaged photos (or crops) and their mirror images, repeated to fill `batch`.
+    """
+    samples = samples if samples is not None else load_samples()
+    pool = samples["crops" if request.model_name == contract.REID_MODEL else "images"]
+    if tuple(pool.shape[1:]) != tuple(request.input_shape):
+        raise ValueError(f"sample shape {pool.shape[1:]} differs from the model input {request.input_shape}")
+    pool = np.concatenate([pool, pool[:, :, ::-1]])
+    return np.ascontiguousarray(pool[np.arange(batch) % len(pool)])
 
 
 @dataclass(frozen=True)
 class VerificationReport:
-    """Per-output comparison of a plan against ONNX Runtime."""
+    """Comparison of a plan with ONNX Runtime, per channel group and after NMS."""
 
     passed: bool
     precision: str
     batch_sizes: tuple[int, ...]
-    atol: float
-    rtol: float
-    outputs: dict[str, dict[str, float]]
+    tolerances: dict[str, float]
+    groups: dict[str, dict[str, float]]
+    detections: dict[str, dict[str, float]] = field(default_factory=dict)
     message: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -537,36 +675,99 @@ class VerificationReport:
         return d
 
 
-def compare_outputs(
-    got: Mapping[str, np.ndarray], want: Mapping[str, np.ndarray], *, atol: float, rtol: float
-) -> tuple[bool, dict[str, dict[str, float]], str]:
-    """Check ``max|got - want| <= atol + rtol * max|want|`` per output. Returns (passed, stats, message)."""
+def compare_groups(
+    model_name: str, got: np.ndarray, want: np.ndarray, tolerances: Mapping[str, float]
+) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Compare one raw output per channel group. Returns (stats per group, problems)."""
+    got64, want64 = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if got64.shape != want64.shape:
+        return {}, [f"shape {got64.shape}, expected {want64.shape}"]
+    if not np.isfinite(got64).all():
+        return {}, ["non-finite values"]
     stats: dict[str, dict[str, float]] = {}
-    problems = []
-    for name, ref in want.items():
-        if name not in got:
-            problems.append(f"output {name!r} missing")
-            continue
-        out = np.asarray(got[name], dtype=np.float64)
-        ref64 = np.asarray(ref, dtype=np.float64)
-        if out.shape != ref64.shape:
-            problems.append(f"output {name!r} has shape {out.shape}, expected {ref64.shape}")
-            continue
-        diff = float(np.max(np.abs(out - ref64))) if out.size else 0.0
-        scale = float(np.max(np.abs(ref64))) if ref64.size else 0.0
-        limit = atol + rtol * scale
-        stats[name] = {"max_abs_diff": diff, "max_abs_ref": scale, "limit": limit}
-        if not np.isfinite(out).all():
-            problems.append(f"output {name!r} has non-finite values")
-        elif diff > limit:
-            problems.append(f"output {name!r}: max |diff| {diff:.4g} > {limit:.4g}")
-    return not problems, stats, "; ".join(problems)
+    problems: list[str] = []
+    if model_name == contract.REID_MODEL:
+        norm = np.linalg.norm(got64, axis=1) * np.linalg.norm(want64, axis=1)
+        cosine = np.sum(got64 * want64, axis=1) / np.maximum(norm, 1e-12)
+        worst = float(cosine.min()) if cosine.size else 1.0
+        mean = float(cosine.mean()) if cosine.size else 1.0
+        stats["cosine"] = {"min": worst, "mean": mean, "limit": tolerances["cosine"]}
+        if worst < tolerances["cosine"]:
+            problems.append(f"embedding cosine {worst:.5f} < {tolerances['cosine']}")
+        return stats, problems
+    groups = channel_groups(model_name, want64.shape[1])
+    diff = np.abs(got64 - want64)
+    relevant = want64[:, groups["scores"], :].max(axis=1) >= RELEVANT_SCORE  # [N, anchors]
+    for name, rows in groups.items():
+        d = diff[:, rows, :]  # [N, rows, anchors]
+        limit = tolerances[name]
+        p99 = float(np.percentile(d, 99)) if d.size else 0.0
+        if name in ("scores", "keypoint_conf"):
+            worst, compared = float(d.max()) if d.size else 0.0, d.shape[0] * d.shape[2]
+        else:
+            picked = d.transpose(0, 2, 1)[relevant]  # [relevant anchors, rows]
+            worst, compared = (float(picked.max()) if picked.size else 0.0), int(relevant.sum())
+        stats[name] = {"max_abs_diff": worst, "p99_abs_diff": p99, "anchors": compared, "limit": limit}
+        if worst > limit or p99 > limit:
+            problems.append(f"{name}: max |diff| {worst:.4g}, p99 {p99:.4g} > {limit}")
+    return stats, problems
 
 
-def sample_batch(request: PlanRequest, batch: int, seed: int = 0) -> np.ndarray:
-    """A deterministic uint8 batch of the request's input shape."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (batch, *request.input_shape), dtype=np.uint8)
+def _decoded(model_name: str, raw: np.ndarray) -> list[np.ndarray]:
+    """Per image ``[k, 6]`` rows ``x1, y1, x2, y2, score, class`` after NMS, in letterbox pixels."""
+    from enrichment_light.core.processing.detection import postprocess_detections, postprocess_pose
+    from enrichment_light.core.processing.image import LetterboxInfo
+
+    size = contract.DETECTOR_INPUT_SIZE
+    infos = [LetterboxInfo(size, size, 1.0, 0, 0)] * raw.shape[0]
+    raw32 = np.ascontiguousarray(raw, dtype=np.float32)
+    if model_name == contract.POSE_MODEL:
+        poses = postprocess_pose(raw32, infos, conf=NMS_CONF, iou=NMS_IOU)
+        return [np.column_stack([p.xyxy, p.scores, np.zeros(len(p.scores))]) for p in poses]
+    dets = postprocess_detections(raw32, infos, conf=NMS_CONF, iou=NMS_IOU)
+    return [np.column_stack([d.xyxy, d.scores, d.class_ids]) for d in dets]
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    x1, y1 = np.maximum(a[:, None, 0], b[None, :, 0]), np.maximum(a[:, None, 1], b[None, :, 1])
+    x2, y2 = np.minimum(a[:, None, 2], b[None, :, 2]), np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area = lambda r: (r[:, 2] - r[:, 0]) * (r[:, 3] - r[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
+
+
+def compare_detections(model_name: str, got: np.ndarray, want: np.ndarray) -> tuple[dict[str, float], list[str]]:
+    """Decode both raw outputs with our NMS and match them per image (greedy, same class, IoU >= 0.5).
+
+    Passes when, per image, the counts differ by at most one, at most one detection of either side is
+    unmatched, and matched boxes differ by at most 2 px.
+    """
+    stats = {"images": 0, "reference_detections": 0, "plan_detections": 0, "max_box_diff_px": 0.0, "unmatched": 0}
+    problems: list[str] = []
+    for i, (g, w) in enumerate(zip(_decoded(model_name, got), _decoded(model_name, want), strict=True)):
+        stats["images"] += 1
+        stats["reference_detections"] += len(w)
+        stats["plan_detections"] += len(g)
+        free = np.ones(len(g), dtype=bool)
+        worst, unmatched = 0.0, 0
+        ious = _iou(w[:, :4], g[:, :4]) if len(w) and len(g) else np.zeros((len(w), len(g)))
+        for r in range(len(w)):
+            cand = np.flatnonzero(free & (g[:, 5] == w[r, 5]) & (ious[r] >= MATCH_IOU)) if len(g) else []
+            if len(cand) == 0:
+                unmatched += 1
+                continue
+            best = cand[np.argmax(ious[r, cand])]
+            free[best] = False
+            worst = max(worst, float(np.abs(g[best, :4] - w[r, :4]).max()))
+        unmatched += int(free.sum())
+        stats["max_box_diff_px"] = max(stats["max_box_diff_px"], worst)
+        stats["unmatched"] += unmatched
+        if abs(len(g) - len(w)) > MAX_COUNT_DIFF or unmatched > 2 * MAX_COUNT_DIFF or worst > MAX_BOX_DIFF_PX:
+            problems.append(
+                f"image {i}: {len(g)} detections vs {len(w)} from ONNX Runtime, {unmatched} unmatched, "
+                f"matched boxes up to {worst:.2f} px apart (allowed: count +-{MAX_COUNT_DIFF}, {MAX_BOX_DIFF_PX} px)"
+            )
+    return stats, problems
 
 
 Runner = Callable[[bytes, np.ndarray, str], Mapping[str, np.ndarray]]
@@ -579,26 +780,43 @@ def verify_plan(
     *,
     runner: Runner = run_plan,
     reference: Reference = run_onnxruntime,
-    tolerance: tuple[float, float] | None = None,
+    tolerances: Mapping[str, float] | None = None,
+    samples: Mapping[str, np.ndarray] | None = None,
 ) -> VerificationReport:
-    """Compare a plan with ONNX Runtime on sample batches at the profile's min and max batch sizes."""
-    atol, rtol = tolerance or TOLERANCES[request.precision]
+    """Compare a plan with ONNX Runtime on real letterboxed photos at the profile's min and max batch.
+
+    Args:
+        plan: The serialized plan.
+        request: Its build request (model, ONNX, precision, profile).
+        runner: Runs the plan (default: polygraphy's TrtRunner).
+        reference: Runs the ONNX (default: ONNX Runtime on the CPU).
+        tolerances: Per channel group (default: :data:`GROUP_TOLERANCES` of the precision).
+        samples: Sample inputs (default: the packaged ``plan_samples.npz``).
+
+    Returns:
+        The report; ``passed`` is false when any group or the decoded detections disagree.
+    """
+    limits = dict(tolerances or GROUP_TOLERANCES[request.precision])
     batches = tuple(sorted({request.profile.min, request.profile.max}))
-    all_stats: dict[str, dict[str, float]] = {}
+    samples = samples if samples is not None else load_samples()
+    groups: dict[str, dict[str, float]] = {}
+    detections: dict[str, dict[str, float]] = {}
     messages = []
     for b in batches:
-        x = sample_batch(request, b, seed=b)
-        ok, stats, msg = compare_outputs(
-            runner(plan, x, request.input_name),
-            reference(request.onnx_path, x, request.input_name),
-            atol=atol,
-            rtol=rtol,
-        )
-        for name, s in stats.items():
-            all_stats[f"{name}@batch{b}"] = s
-        if not ok:
-            messages.append(f"batch {b}: {msg}")
-    return VerificationReport(not messages, request.precision, batches, atol, rtol, all_stats, "; ".join(messages))
+        x = sample_batch(request, b, samples)
+        got, want = runner(plan, x, request.input_name), reference(request.onnx_path, x, request.input_name)
+        for name, ref in want.items():
+            if name not in got:
+                messages.append(f"batch {b}: output {name!r} missing")
+                continue
+            stats, problems = compare_groups(request.model_name, got[name], ref, limits)
+            groups.update({f"{name}.{group}@batch{b}": s for group, s in stats.items()})
+            messages.extend(f"batch {b}: {name}: {p}" for p in problems)
+            if request.model_name != contract.REID_MODEL and not problems:
+                det_stats, det_problems = compare_detections(request.model_name, got[name], ref)
+                detections[f"{name}@batch{b}"] = det_stats
+                messages.extend(f"batch {b}: {name}: {p}" for p in det_problems)
+    return VerificationReport(not messages, request.precision, batches, limits, groups, detections, "; ".join(messages))
 
 
 # --- build entry point -------------------------------------------------------------------------
@@ -695,3 +913,34 @@ def ensure_plan(
         seconds,
     )
     return PlanOutcome("built", decision, sidecar, report)
+
+
+# --- per-model build record ------------------------------------------------------------------------
+
+BUILD_RECORD = "build-result.json"
+
+
+def write_build_record(plan_dir: str | os.PathLike[str], model_name: str, *, status: str, reason: str) -> Path:
+    """Record the last ``plan`` outcome of a model (``built``, ``up-to-date``, ``failed``) next to its plans.
+
+    The repository builder puts a failure's reason into ``repository.json`` when it falls back.
+    """
+    path = Path(plan_dir) / BUILD_RECORD
+    record = {
+        "model_name": model_name,
+        "status": status,
+        "reason": reason,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_output(path, suffix=".json") as tmp:
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def read_build_record(plan_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The record written by :func:`write_build_record`, or ``None`` when absent or unreadable."""
+    try:
+        data = json.loads((Path(plan_dir) / BUILD_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -17,7 +17,7 @@ from enrichment_light.core import contract as ct
 from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
 from enrichment_light.core.processing.image import decode_image, letterbox
 from enrichment_light.core.processing.reid import crop_persons
-from enrichment_light.core.processing.threat import ThreatTaxonomy, select_threats
+from enrichment_light.core.processing.threat import ThreatTaxonomy, pad_threats, select_threats
 
 
 class Reference:
@@ -54,7 +54,7 @@ class Reference:
         _, boxed, info = self.letterboxed(data)
         raw = self.run(ct.THREAT_MODEL, boxed[None])
         dets = postprocess_detections(raw, info[None], conf=conf, iou=iou, max_det=ct.MAX_DETECTIONS)[0]
-        return select_threats(dets, self.mapping).to_padded(ct.MAX_DETECTIONS)
+        return pad_threats(select_threats(dets, self.mapping), ct.MAX_DETECTIONS)
 
     def embeddings(self, data: bytes, boxes: np.ndarray) -> np.ndarray:
         crops = crop_persons(decode_image(data), boxes)

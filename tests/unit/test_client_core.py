@@ -22,9 +22,10 @@ from enrichment_light.client.plans import ClientCore, threshold_tensors
 from enrichment_light.client.results import PoseClass, Severity
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
-from enrichment_light.core.processing.detection import PoseDetections, pad_pose
+from enrichment_light.core.processing.detection import pad_pose, pose_detections
 from enrichment_light.core.processing.reid import embedding_hash
-from enrichment_light.core.processing.threat import ThreatDetections, _object_array
+from enrichment_light.core.processing.threat import pad_threats, threat_detections
+from enrichment_light.core.validators import object_array
 
 
 def _core(**kw) -> ClientCore:
@@ -43,21 +44,21 @@ def _core(**kw) -> ClientCore:
 
 
 def _threat_padded() -> dict[str, np.ndarray]:
-    dets = ThreatDetections(
+    dets = threat_detections(
         xyxy=np.array([[10, 20, 30, 40], [1, 2, 3, 4]], np.float32),
         scores=np.array([0.9, 0.6], np.float32),
         class_ids=np.array([43, 34], np.int32),
-        threat_type=_object_array(["knife", "baseball bat"]),
+        threat_type=object_array(["knife", "baseball bat"]),
         severity=np.array([Severity.HIGH.rank, Severity.MEDIUM.rank], np.int32),
-        class_name=_object_array(["knife", "baseball bat"]),
+        class_name=object_array(["knife", "baseball bat"]),
     )
-    return dets.to_padded()
+    return pad_threats(dets)
 
 
 def _pose_padded(k: int = 2) -> dict[str, np.ndarray]:
     kpts = np.zeros((k, ct.NUM_KEYPOINTS, 3), np.float32)
     kpts[..., 2] = 0.8
-    poses = PoseDetections(
+    poses = pose_detections(
         xyxy=np.tile(np.array([[0, 0, 50, 100]], np.float32), (k, 1)),
         scores=np.linspace(0.9, 0.6, k).astype(np.float32),
         keypoints=kpts,

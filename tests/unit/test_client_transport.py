@@ -232,3 +232,16 @@ def test_client_call_does_not_retry_when_model_is_not_ready(monkeypatch):
     with EnrichmentClient("127.0.0.1:1", retries=3, backoff_s=0.0) as client, pytest.raises(ModelNotReadyError):
         client._call(fn, model="pose")
     assert calls == [1]
+
+
+@pytest.mark.parametrize("status", ["StatusCode.INTERNAL", "400"])
+def test_translate_error_says_shm_needs_shared_ipc_namespace_when_server_cannot_open_region(status):
+    # Triton's words (core/src/shared_memory_manager.cc) when shm_open fails on its side: the server
+    # runs in another IPC namespace (a container without `ipc: host`).
+    err = InferenceServerException(msg="Unable to open shared memory region: '/el_abc_0'", status=status)
+    mapped = translate_error(err, url="http://127.0.0.1:8000")
+    assert type(mapped) is EnrichmentError and not RetryPolicy.retryable(mapped)
+    assert "'/el_abc_0'" in str(mapped) and "shared memory needs the server in the client's IPC namespace" in str(
+        mapped
+    )
+    assert "ENRICHMENT_IPC=host" in str(mapped) and "\n" not in str(mapped)

@@ -284,11 +284,29 @@ def test_compose_triton_serves_model_repository_read_only(compose):
     assert repository == ["/models"]
     mounts = {m["target"]: m for m in triton["volumes"]}
     assert mounts["/models"]["read_only"] is True and mounts["/models"]["type"] == "volume"
-    assert mounts["/cache"]["read_only"] is True and mounts["/cache"]["source"] in compose["volumes"]
     builder_mounts = {m["target"]: m for m in compose["services"]["build-plans"]["volumes"]}
     assert builder_mounts["/models"]["source"] == mounts["/models"]["source"]
-    assert builder_mounts["/cache"]["source"] == mounts["/cache"]["source"]
+    assert builder_mounts["/cache"]["source"] in compose["volumes"]  # plans + sidecars, builder only
     assert builder_mounts["/artifacts/onnx"]["read_only"] is True
+
+
+def test_compose_triton_gets_writable_onnxruntime_engine_cache_when_started(compose):
+    from enrichment_export.repository import ORT_TRT_CACHE_DIR
+
+    mounts = {m["target"]: m for m in compose["services"]["triton"]["volumes"]}
+    cache = mounts[ORT_TRT_CACHE_DIR]
+    assert cache["type"] == "volume" and not cache.get("read_only") and cache["source"] in compose["volumes"]
+    assert cache["source"] != mounts["/models"]["source"]
+    # the image pre-creates it for uid 1000, so a fresh named volume inherits the owner
+    triton_stage = _dockerfile().split(" AS wheel")[0]
+    assert ORT_TRT_CACHE_DIR in triton_stage and "chown -R 1000:1000 /models /cache" in triton_stage
+
+
+@pytest.mark.parametrize(("env", "ipc"), [({}, "private"), ({"ENRICHMENT_IPC": "host"}, "host")])
+def test_compose_triton_ipc_namespace_is_configurable_for_shared_memory(env, ipc):
+    triton = load_compose({**BASE_ENV, **env})["services"]["triton"]
+    assert triton["ipc"] == ipc
+    assert triton["shm_size"]  # the private namespace keeps its sized /dev/shm
 
 
 @pytest.mark.parametrize(("env", "host_ip"), [({}, "127.0.0.1"), ({"ENRICHMENT_BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0")])
@@ -379,6 +397,7 @@ def test_dockerfile_stages_share_one_release_arg():
     froms = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", _dockerfile(), re.MULTILINE)
     assert froms == [
         ("nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3", "triton"),
+        ("nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3", "wheel"),
         ("nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3", "plan-builder"),
     ]
     assert re.search(r"^ARG TRITON_RELEASE$", _dockerfile(), re.MULTILINE), "release must come from compose"
@@ -393,6 +412,8 @@ def test_dockerfile_copy_sources_exist_and_are_not_dockerignored():
     assert next(line for line in ignore if not line.startswith("#")) == "*", "the context must be an allow-list"
     included = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
     for line in re.findall(r"^COPY\s+(.+)$", _dockerfile(), re.MULTILINE):
+        if "--from=" in line:  # from another stage, not from the context
+            continue
         *sources, _dest = [p for p in shlex.split(line) if not p.startswith("--")]
         for source in sources:
             assert source.rstrip("/") in included, f"COPY {source} is excluded by Dockerfile.dockerignore"
@@ -409,7 +430,9 @@ exit 0
 """
 
 
-def _run_build_plans(tmp_path: Path, *args: str, plan_rc: int = 0, fallback: str | None = None, onnx: bool = True):
+def _run_build_plans(
+    tmp_path: Path, *args: str, plan_rc: int = 0, fallback: str | None = None, onnx: bool = True, extra_env=False
+):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     stub = bin_dir / "enrichment-export"
@@ -431,6 +454,10 @@ def _run_build_plans(tmp_path: Path, *args: str, plan_rc: int = 0, fallback: str
     }
     if fallback is not None:
         env["ENRICHMENT_FALLBACK"] = fallback
+    if extra_env:
+        env.update(
+            {k: v for k, v in os.environ.items() if k in ("ENRICHMENT_OSNET_TENSORRT", "ENRICHMENT_SOURCE_REPOSITORY")}
+        )
     proc = subprocess.run(
         ["bash", str(DEPLOY / "build-plans.sh"), *args],
         env=env,
@@ -458,11 +485,33 @@ def test_build_plans_script_builds_plans_then_tensorrt_repository_when_plans_bui
             assert f"--allowed-root {tmp_path / root}" in call
 
 
-def test_build_plans_script_falls_back_to_onnx_when_plan_build_fails(tmp_path):
+def test_build_plans_script_falls_back_per_model_when_plan_build_fails(tmp_path):
     proc, calls = _run_build_plans(tmp_path, plan_rc=1)
     assert proc.returncode == 0, proc.stderr
-    assert calls[1].startswith("build-repository --target onnx ")
-    assert "falls back to ONNX" in proc.stderr
+    # still the tensorrt target: the repository builder serves each detector from its plan or, when
+    # that plan is unusable, from ONNX on onnxruntime, with the reason in repository.json
+    assert calls[1].startswith("build-repository --target tensorrt --fallback onnx ")
+    assert "fall back to ONNX" in proc.stderr
+
+
+def test_build_plans_script_builds_only_the_detector_plans(tmp_path):
+    proc, calls = _run_build_plans(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    plan_call = shlex.split(calls[0])
+    models = [plan_call[i + 1] for i, a in enumerate(plan_call) if a == "--model"]
+    from enrichment_export.repository import PLAN_MODELS
+
+    assert models == list(PLAN_MODELS) and contract.REID_MODEL not in calls[0]
+    assert "--osnet-tensorrt-accelerator" not in calls[1] and "--source-repository" not in calls[1]
+
+
+def test_build_plans_script_passes_osnet_accelerator_and_sources_when_set(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENRICHMENT_OSNET_TENSORRT", "1")
+    monkeypatch.setenv("ENRICHMENT_SOURCE_REPOSITORY", "/opt/enrichment/model_repository")
+    proc, calls = _run_build_plans(tmp_path, extra_env=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "--osnet-tensorrt-accelerator" in calls[1]
+    assert "--source-repository /opt/enrichment/model_repository" in calls[1]
 
 
 def test_build_plans_script_fails_when_plan_build_fails_and_fallback_none(tmp_path):
@@ -737,8 +786,317 @@ def test_make_perf_input_serializes_image_like_tritonclient(tmp_path):
 
 
 def test_deploy_guide_mentions_every_compose_variable():
-    readme = (ROOT / "README.md").read_text()
-    guide = readme[readme.index("## Deploy on a GPU host") :]
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    assert guide.startswith("# Deploy on a GPU host")
+    guide += (ROOT / "docs" / "tensorrt.md").read_text()  # the operator's guide for plans and the container
     variables = set(re.findall(r"\$\{([A-Z_]+)", COMPOSE_FILE.read_text()))
     missing = sorted(v for v in variables if v not in guide)
-    assert not missing, f"README.md (Deploy on a GPU host) does not explain {missing}"
+    assert not missing, f"docs/deploy.md and docs/tensorrt.md do not explain {missing}"
+
+
+# --- plan-builder image: the wheel, LICENSE, and the plan path's imports ---------------------------
+
+
+def _stage(name: str) -> str:
+    """The Dockerfile text of one stage."""
+    parts = re.split(r"^FROM\s+\S+\s+AS\s+(\S+)\s*$", _dockerfile(), flags=re.MULTILINE)
+    stages = dict(zip(parts[1::2], parts[2::2], strict=True))
+    return stages[name]
+
+
+def test_dockerfile_plan_builder_installs_the_built_wheel_with_plan_extra_and_license():
+    builder = _stage("plan-builder")
+    assert "COPY --from=wheel" in builder and " -e " not in builder and "pip install --no-cache-dir -e" not in builder
+    assert '"${wheel}[plan]"' in builder and re.search(
+        r"wheel=\$\(ls /opt/enrichment/wheels/enrichment_light-\S+\.whl\)", builder
+    )
+    assert "pip wheel" in _stage("wheel") and "COPY pyproject.toml README.md LICENSE" in _stage("wheel")
+    assert re.search(r"^COPY LICENSE", builder, re.MULTILINE) and "/usr/share/licenses/enrichment-light" in builder
+    assert "find_spec('torch') is not None" in builder  # the build fails if torch ever sneaks in
+    assert "LICENSE" in _stage("triton")
+
+
+# The plan path: the modules `enrichment-export plan` and `build-repository` run in the image.
+# Whole modules, plus in cli.py only the functions of those two subcommands (`onnx` needs torch).
+PLAN_PATH_MODULES = ("enrichment_export.tensorrt_plan", "enrichment_export.repository")
+PLAN_PATH_CLI_FUNCTIONS = {"main", "build_parser", "_load_plugins", "_add_plan_parser", "_device_from_args",
+                           "_plan_onnx", "_run_plan", "_record"}  # fmt: skip
+BASE_IMAGE_PROVIDES = {"tensorrt"}  # nvcr.io/nvidia/tensorrt ships it; it is not on PyPI
+IMPORT_TO_DISTRIBUTION = {"cv2": "opencv-python-headless", "google": "protobuf"}
+
+
+def _module_file(name: str) -> Path | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # `package.module.attribute` from `from m import attribute`
+        return None
+    return Path(spec.origin) if spec and spec.origin and spec.origin.endswith(".py") else None
+
+
+def _imports(tree: Any, *, functions: set[str] | None, module: str) -> set[str]:
+    """Absolute names imported at module level, and inside the chosen functions (all when None)."""
+    import ast
+
+    found: set[str] = set()
+
+    def visit(node: Any, inside: str | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = inside
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)) and inside is None:
+                name = child.name
+            wanted = name is None or functions is None or name in functions
+            if wanted and isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            elif wanted and isinstance(child, ast.ImportFrom):
+                base = child.module or ""
+                if child.level:
+                    base = ".".join(module.split(".")[: -child.level] + ([base] if base else []))
+                found.add(base)
+                found.update(f"{base}.{a.name}" for a in child.names)
+            visit(child, name)
+
+    visit(tree, None)
+    return found
+
+
+def plan_path_third_party_imports() -> dict[str, set[str]]:
+    """Top-level third-party import names of the plan path, each with the modules that import it."""
+    import ast
+
+    todo = [(m, None) for m in PLAN_PATH_MODULES] + [("enrichment_export.cli", PLAN_PATH_CLI_FUNCTIONS)]
+    seen: set[str] = set()
+    third: dict[str, set[str]] = {}
+    while todo:
+        module, functions = todo.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = _module_file(module)
+        if path is None:
+            continue
+        for name in _imports(ast.parse(path.read_text()), functions=functions, module=module):
+            top = name.split(".")[0]
+            if top in ("enrichment_light", "enrichment_export"):
+                parts = name.split(".")
+                todo.extend((".".join(parts[:i]), None) for i in range(1, len(parts) + 1))
+            elif top and top not in sys.stdlib_module_names and top != "__future__":
+                third.setdefault(top, set()).add(module)
+    return third
+
+
+def _provided_distributions(requirements: list[str]) -> set[str]:
+    """The distributions that installing `requirements` brings (closure over installed metadata)."""
+    import importlib.metadata as md
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    provided: set[str] = set()
+    todo = [(Requirement(r), "") for r in requirements]
+    while todo:
+        req, extra = todo.pop()
+        if req.marker is not None and not req.marker.evaluate({"extra": extra}):
+            continue
+        key = (canonicalize_name(req.name), tuple(sorted(req.extras)))
+        if key in provided:
+            continue
+        provided.add(key)
+        try:
+            for sub in md.requires(req.name) or []:
+                sub_req = Requirement(sub)
+                for ex in ("", *req.extras):
+                    todo.append((sub_req, ex))
+        except md.PackageNotFoundError:
+            continue
+    return {name for name, _ in provided}
+
+
+def test_plan_builder_installs_every_third_party_import_of_the_plan_path():
+    import tomllib
+    from packaging.utils import canonicalize_name
+
+    third = plan_path_third_party_imports()
+    assert {"numpy", "onnx", "onnxruntime", "polygraphy", "tensorrt", "tritonclient"} <= set(third)
+    assert "torch" not in third and "ultralytics" not in third, third.get("torch") or third.get("ultralytics")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = re.search(r'"\$\{wheel\}\[([a-z,]+)\]"', _stage("plan-builder")).group(1).split(",")
+    wheel_requirements = list(project["dependencies"])
+    for extra in extras:
+        wheel_requirements += project["optional-dependencies"][extra]
+    provided = _provided_distributions(wheel_requirements) | BASE_IMAGE_PROVIDES
+    missing = {
+        top: sorted(users)
+        for top, users in third.items()
+        if canonicalize_name(IMPORT_TO_DISTRIBUTION.get(top, top)) not in provided
+    }
+    assert not missing, f"the plan-builder image does not install what these imports need: {missing}"
+
+
+def test_plan_path_import_walk_sees_lazy_imports_inside_functions():
+    third = plan_path_third_party_imports()
+    assert "enrichment_export.tensorrt_plan" in third["polygraphy"]  # imported inside run_plan only
+    assert "enrichment_export.tensorrt_plan" in third["onnxruntime"]
+
+
+# --- deploy/gpu-smoke.sh ------------------------------------------------------------------------
+
+_SMOKE_STUB = """#!/usr/bin/env bash
+printf '%s %s\\n' "$(basename "$0")" "$*" >> "$STUB_LOG"
+case "$(basename "$0") $1" in
+  "curl "*) exit "${STUB_CURL_RC:-0}" ;;
+  "docker compose") if [[ "$*" == *"cat /models/repository.json"* ]]; then echo '{"models": {}}'; fi ;;
+  "nvidia-smi "*) if [[ "$*" == *query-compute-apps* ]]; then echo "4242, /opt/tritonserver/bin/tritonserver, 512"
+                  else echo "NVIDIA RTX A400, 700 MiB, 4094 MiB"; fi ;;
+  "perf_analyzer "*) echo "  Avg latency: 7400 usec (standard deviation 300 usec)" ;;
+  "python3 "*) exit "${STUB_PYTHON_RC:-0}" ;;
+esac
+exit 0
+"""
+
+
+def _run_gpu_smoke(tmp_path: Path, *args: str, **env_overrides: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("docker", "curl", "nvidia-smi", "perf_analyzer", "python3"):
+        stub = bin_dir / tool
+        stub.write_text(_SMOKE_STUB)
+        stub.chmod(0o755)
+    log = tmp_path / "calls.log"
+    env = {"PATH": f"{bin_dir}{os.pathsep}/usr/bin:/bin", "STUB_LOG": str(log), "ENRICHMENT_ADMIN_KEY": ADMIN_KEY,
+           "ENRICHMENT_SMOKE_TIMEOUT_S": "3", **env_overrides}  # fmt: skip
+    proc = subprocess.run(["bash", str(DEPLOY / "gpu-smoke.sh"), *args], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+def test_gpu_smoke_runs_every_step_in_order_when_all_pass(tmp_path):
+    proc, calls = _run_gpu_smoke(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    kinds = [" ".join(c.split()[:3]) for c in calls]
+    assert kinds[0] == "docker compose --profile" and "run --rm build-plans" in calls[0]
+    assert kinds[1] == "docker compose up" and calls[2].startswith(
+        "curl -fsS -o /dev/null http://127.0.0.1:8000/v2/health/ready"
+    )
+    assert "exec -T triton cat /models/repository.json" in calls[3]
+    assert calls[4].startswith("python3 ") and "gpu_smoke_check.py --url 127.0.0.1:8001 --manifest" in calls[4]
+    assert calls[5].startswith("nvidia-smi --query-gpu=") and "--id=1" in calls[5]
+    assert calls[7].startswith("python3 ") and "make_perf_input.py" in calls[7]
+    assert calls[8].startswith("perf_analyzer -m enrich -i grpc -u 127.0.0.1:8001")
+    assert "VRAM used by tritonserver: 512 MiB" in proc.stderr and "7.40 ms" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STUB_PYTHON_RC": "1"}, "client requests or backend check failed"),
+        ({"STUB_CURL_RC": "7"}, "Triton not ready after 3s"),
+    ],
+)
+def test_gpu_smoke_exits_non_zero_when_a_step_fails(tmp_path, env, message):
+    proc, _ = _run_gpu_smoke(tmp_path, **env)
+    assert proc.returncode == 1 and message in proc.stderr
+
+
+def test_gpu_smoke_fails_on_targets_only_when_enforced(tmp_path):
+    proc, _ = _run_gpu_smoke(tmp_path, ENRICHMENT_SMOKE_ENFORCE_TARGETS="1")
+    assert proc.returncode == 0, proc.stderr  # 512 MiB (537 MB) <= 600 MB, 7.4 ms <= 8 ms
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    stub = _SMOKE_STUB.replace("Avg latency: 7400 usec", "Avg latency: 9100 usec")
+    (slow / "perf_analyzer").write_text(stub)
+    (slow / "perf_analyzer").chmod(0o755)
+    proc, _ = _run_gpu_smoke(tmp_path, ENRICHMENT_SMOKE_ENFORCE_TARGETS="1",
+                             PATH=f"{slow}{os.pathsep}{tmp_path / 'bin'}{os.pathsep}/usr/bin:/bin")  # fmt: skip
+    assert proc.returncode == 1 and "latency 9.10 ms over the 8 ms target" in proc.stderr
+
+
+def test_gpu_smoke_dry_run_prints_commands_and_runs_nothing(tmp_path):
+    proc, calls = _run_gpu_smoke(tmp_path, "--dry-run")
+    assert proc.returncode == 0, proc.stderr and calls == []
+    printed = [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
+    assert printed[0] == "docker compose --profile build run --rm build-plans"
+    assert any(p.startswith("perf_analyzer -m enrich") for p in printed) and "nothing was started" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"), [(("--now",), {}, "usage"), ((), {"ENRICHMENT_ADMIN_KEY": ""}, "ENRICHMENT_ADMIN_KEY")]
+)
+def test_gpu_smoke_exits_2_when_misused(tmp_path, args, env, message):
+    proc, calls = _run_gpu_smoke(tmp_path, *args, **env)
+    assert proc.returncode == 2 and message in proc.stderr and calls == []
+
+
+def test_gpu_smoke_check_reports_detectors_not_on_tensorrt():
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke_check", DEPLOY / "gpu_smoke_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    trt = SimpleNamespace(backend="tensorrt", platform="tensorrt_plan")
+    ort = SimpleNamespace(backend="onnxruntime", platform="onnxruntime_onnx")
+    manifest = {"models": {
+        "yolov8n_pose": {"backend": "tensorrt"},
+        "yolov8n_threat": {"backend": "onnxruntime", "fallback": {"reason": "built with TensorRT 10.3"}},
+    }}  # fmt: skip
+    assert check.backend_problems({"yolov8n_pose": trt, "yolov8n_threat": trt}, {"models": {
+        "yolov8n_pose": {"backend": "tensorrt"}, "yolov8n_threat": {"backend": "tensorrt"}}}) == []  # fmt: skip
+    problems = check.backend_problems({"yolov8n_pose": trt, "yolov8n_threat": ort}, manifest)
+    assert len(problems) == 2 and "built with TensorRT 10.3" in problems[0] and "onnxruntime_onnx" in problems[1]
+
+
+def test_plan_import_check_detects_a_missing_extra_when_image_installs_base_wheel_only():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    provided = _provided_distributions(list(project["dependencies"]))
+    assert {"numpy", "tritonclient", "protobuf", "opencv-python-headless"} <= provided
+    assert not {"polygraphy", "onnxruntime", "onnx"} & provided  # without [plan] these would be missing
+
+
+def test_build_plans_script_exits_2_when_osnet_tensorrt_is_not_0_or_1(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENRICHMENT_OSNET_TENSORRT", "yes")
+    proc, calls = _run_build_plans(tmp_path, extra_env=True)
+    assert proc.returncode == 2 and "ENRICHMENT_OSNET_TENSORRT must be 0 or 1" in proc.stderr and calls == []
+
+
+def test_build_plans_script_with_real_cli_serves_each_detector_from_onnx_when_no_tensorrt(tmp_path):
+    """The script and the real export CLI together: a GPU is reported (fake nvidia-smi) but TensorRT
+    is missing, so no plan is built and each detector falls back with the reason recorded."""
+    sys.path.insert(0, str(ROOT / "tests" / "unit"))
+    try:
+        from test_repository import _fake_onnx
+    finally:
+        sys.path.pop(0)
+    onnx_dir = tmp_path / "onnx"
+    for name in contract.INFERENCE_MODELS:
+        _fake_onnx(onnx_dir / f"{name}.onnx", name)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "nvidia-smi").write_text('#!/bin/sh\necho "8.6, NVIDIA RTX A400"\n')
+    (fake / "nvidia-smi").chmod(0o755)
+    env = {
+        "PATH": f"{fake}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "ENRICHMENT_ONNX_DIR": str(onnx_dir),
+        "ENRICHMENT_PLAN_CACHE": str(tmp_path / "cache"),
+        "ENRICHMENT_REPOSITORY": str(tmp_path / "models"),
+        "ENRICHMENT_GPU_PROFILE": str(DEPLOY / "gpu-profile.json"),
+        "ENRICHMENT_SOURCE_REPOSITORY": str(ROOT / "model_repository"),
+    }
+    proc = subprocess.run(["bash", str(DEPLOY / "build-plans.sh")], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    manifest = json.loads((tmp_path / "models" / "repository.json").read_text())
+    # the plan step fails once, in one line, before any model (no TensorRT for any of them) ...
+    assert "enrichment-export plan: error: TensorRT is not installed" in proc.stderr
+    assert "fall back to ONNX on onnxruntime" in proc.stderr
+    # ... and the repository builder still serves each detector, with the reason recorded
+    for name in ("yolov8n_pose", "yolov8n_threat"):
+        entry = manifest["models"][name]
+        assert entry["backend"] == "onnxruntime" and "TensorRT is not installed" in entry["fallback"]["reason"]
+        assert entry["triton_backend"] == "onnxruntime_onnx"
+    assert manifest["models"][contract.REID_MODEL]["backend"] == "onnxruntime"

@@ -29,12 +29,13 @@ from enrichment_light.core.contract import (
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.processing import pose_rules
 from enrichment_light.core.processing.detection import (
+    POSE_FIELDS,
     Detections,
-    PoseDetections,
     nms,
     pad_detections,
     pad_pose,
     pad_rows,
+    pose_detections,
     postprocess_detections,
     postprocess_pose,
     split_batch,
@@ -234,7 +235,7 @@ def test_postprocess_pose_matches_ultralytics_when_candidates_vary(oracle, batch
     ours = postprocess_pose(raw, infos_for(shapes), conf=0.25, iou=0.7, max_det=300)
     reference = oracle(raw, shapes, nc=1, pose=True)
     for det, (ref, ref_kpts), (h, w) in zip(ours, reference, shapes, strict=True):
-        assert isinstance(det, PoseDetections) and len(det) == ref.shape[0]
+        assert isinstance(det, Detections) and len(det) == ref.shape[0]
         np.testing.assert_allclose(det.xyxy, ref[:, :4], atol=1e-3, rtol=0)
         np.testing.assert_array_equal(det.scores, ref[:, 4])
         np.testing.assert_allclose(det.keypoints[..., :2], ref_kpts[..., :2], atol=1e-3, rtol=0)
@@ -379,13 +380,13 @@ def test_nms_returns_empty_when_there_are_no_boxes() -> None:
 # --- padding --------------------------------------------------------------------------------
 
 
-def _pose_detections(k: int, seed: int = 0) -> PoseDetections:
+def _pose_detections(k: int, seed: int = 0) -> Detections:
     rng = np.random.default_rng(seed)
     xy = rng.uniform(0, 500, (k, 2))
     kpts = rng.uniform(0, 600, (k, 17, 3))
     kpts[..., 2] = rng.uniform(0, 1, (k, 17))
     classes = rng.integers(0, len(POSE_CLASS_ORDER), k)
-    return PoseDetections(
+    return pose_detections(
         xyxy=np.concatenate([xy, xy + 50], axis=1),
         scores=np.sort(rng.uniform(0.3, 1, k))[::-1],
         keypoints=kpts,
@@ -435,7 +436,7 @@ def test_pose_results_builds_typed_results_when_outputs_are_padded() -> None:
 
 
 def test_pose_results_is_empty_when_count_is_zero() -> None:
-    assert decode_poses(pad_pose(PoseDetections.empty())) == []
+    assert decode_poses(pad_pose(Detections.empty(*POSE_FIELDS))) == []
 
 
 def test_pad_detections_round_trips_when_padded_then_unpadded() -> None:
@@ -483,7 +484,29 @@ def test_pad_rows_pads_with_fill_when_short() -> None:
     assert pad_rows(np.arange(5), 3).tolist() == [0, 1, 2]
 
 
-def test_pose_detections_exposes_interface_aliases_when_read() -> None:
+def test_detections_reads_data_keys_as_items_and_attributes_when_pose_fields_are_set() -> None:
     poses = _pose_detections(3)
-    assert poses.pose_classes is poses.pose_class
-    assert poses.confidence is poses.pose_confidence
+    assert poses["pose_class"] is poses.pose_class is poses.data["pose_class"]
+    assert poses["pose_confidence"] is poses.pose_confidence
+    with pytest.raises(AttributeError, match="no field or data key 'severity'"):
+        _ = poses.severity
+
+
+def test_detections_selects_rows_of_every_field_when_indexed_by_mask() -> None:
+    poses = _pose_detections(4)
+    picked = poses[poses.scores > np.median(poses.scores)]
+    assert len(picked) == 2
+    np.testing.assert_array_equal(picked.keypoints, poses.keypoints[:2])
+    np.testing.assert_array_equal(picked.xyxy, poses.xyxy[:2])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [({"keypoints": np.zeros((2, 17, 2))}, r"data\['keypoints'\] must have shape \(2, 17, 3\)"),
+     ({"pose_class": np.array([0, 99])}, r"data\['pose_class'\] must index 0..6, got 0..99"),
+     ({"severity": np.array([5, 1])}, r"data\['severity'\] must index 0..4"),
+     ({"extra": np.zeros(3)}, r"data\['extra'\] must have 2 rows")],
+)  # fmt: skip
+def test_detections_raises_naming_the_key_when_data_is_invalid(data, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Detections(np.zeros((2, 4)), np.zeros(2), np.zeros(2), data)

@@ -226,9 +226,11 @@ def test_export_osnet_onnx_writes_metadata(osnet_export):
     assert json.loads(meta["mean"]) == list(contract.IMAGENET_MEAN)
 
 
-def test_export_osnet_onnx_records_checkpoint_sha_when_exported_from_file(tmp_path, osnet_model):
-    ckpt = tmp_path / "osnet.pth"
-    torch.save({"state_dict": osnet_model.state_dict()}, ckpt)
+@pytest.mark.parametrize("filename", ["osnet.pth", "osnet.pth.tar", "model.pth.tar-60"])
+def test_export_osnet_onnx_records_checkpoint_sha_when_exported_from_file(tmp_path, osnet_model, filename):
+    # torchreid's save_checkpoint writes *.pth.tar and, per epoch, model.pth.tar-<epoch>
+    ckpt = tmp_path / filename
+    torch.save({"state_dict": osnet_model.state_dict(), "epoch": 60, "rank1": 0.5}, ckpt)
     result = ox.export_osnet_onnx(ckpt, tmp_path / "o.onnx", simplify=False)
     assert result.metadata["source_sha256"] == sha256_file(ckpt)
 
@@ -241,7 +243,7 @@ def test_export_osnet_onnx_records_checkpoint_sha_when_exported_from_file(tmp_pa
         ({"opset": 9}, ValueError, "opset must be"),
         ({"output": "model.pt"}, ValueError, r"must be a \.onnx file"),
         ({"source": "missing.pt"}, ModelFileError, "does not exist"),
-        ({"source": "weights.txt"}, ModelFileError, r"must be a \.pt or \.pth"),
+        ({"source": "weights.txt"}, ModelFileError, r"must be a \.pt, \.pth or torchreid \.pth\.tar"),
         ({"source": "truncated.pt"}, ModelFileError, "not a loadable Ultralytics checkpoint"),
     ],
 )

@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from tritonclient.grpc import model_config_pb2 as mc
 
 from enrichment_export import repository as rb
+from enrichment_export import tensorrt_plan as tp
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidModelPathError
 
@@ -55,7 +56,12 @@ def artifacts(tmp_path: Path) -> Path:
     return art
 
 
+A400 = tp.DeviceInfo((8, 6), "NVIDIA RTX A400", "10.5.0.18")
+
+
 def _build(tmp_path: Path, artifacts: Path, target: str, **kw) -> rb.BuildResult:
+    if target == "tensorrt":
+        kw.setdefault("device", A400)
     return rb.build_repository(tmp_path / f"repo-{target}", target=target, artifacts=artifacts,
                                allowed_roots=[tmp_path], **kw)  # fmt: skip
 
@@ -64,11 +70,23 @@ def _parse(path: Path) -> mc.ModelConfig:
     return text_format.Parse(path.read_text(encoding="utf-8"), mc.ModelConfig())
 
 
-def _write_plan(plans: Path, model: str, onnx_path: Path, sm: str = "86", sha: str | None = None) -> None:
+def _write_plan(
+    plans: Path, model: str, onnx_path: Path, sm: str = "86", sha: str | None = None, **sidecar_fields
+) -> None:
+    """A plan file and the sidecar tensorrt_plan.ensure_plan would write for it."""
     folder = plans / model
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"model.sm{sm}.plan").write_bytes(b"plan")
-    sidecar = {"onnx_sha256": sha or rb._sha256(onnx_path), "compute_capability": f"{sm[0]}.{sm[1]}"}
+    sidecar = tp.PlanSidecar(
+        compute_capability=f"{sm[:-1]}.{sm[-1]}",
+        gpu_name="NVIDIA RTX A400",
+        tensorrt_version="10.5.0.18",
+        precision="fp16",
+        profile={"min": 1, "opt": 4, "max": 8},
+        onnx_sha256=sha or rb._sha256(onnx_path),
+        verification={"passed": True},
+    ).to_dict()
+    sidecar.update(sidecar_fields)
     (folder / f"model.sm{sm}.plan.json").write_text(json.dumps(sidecar))
 
 
@@ -205,7 +223,7 @@ def test_tensorrt_target_falls_back_to_onnxruntime_when_no_plan_exists(tmp_path,
         assert entry["backend"] == "onnxruntime"
         assert entry["fallback"]["from"] == "tensorrt"
         assert _parse(result.out_dir / name / "config.pbtxt").platform == "onnxruntime_onnx"
-    assert "falling back to onnxruntime_onnx" in caplog.text
+    assert "no usable TensorRT plan" in caplog.text and "falling back to onnxruntime_onnx" in caplog.text
     assert result.manifest["models"][ct.REID_MODEL]["backend"] == "onnxruntime"
 
 
@@ -216,10 +234,13 @@ def test_tensorrt_target_uses_cc_model_filenames_when_plan_matches_onnx(tmp_path
     result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
     cfg = _parse(result.out_dir / ct.POSE_MODEL / "config.pbtxt")
     assert cfg.platform == "tensorrt_plan"
-    assert dict(cfg.cc_model_filenames) == {"8.6": "model.sm86.plan", "8.9": "model.sm89.plan"}
+    assert dict(cfg.cc_model_filenames) == {"8.6": "model.sm86.plan"}  # only the serving GPU's plan
     assert cfg.optimization.cuda.graphs  # gpu-profile.json asks for CUDA graphs
     assert (result.out_dir / ct.POSE_MODEL / "1" / "model.sm86.plan").is_file()
-    assert result.manifest["models"][ct.POSE_MODEL]["backend"] == "tensorrt"
+    assert not (result.out_dir / ct.POSE_MODEL / "1" / "model.sm89.plan").exists()
+    entry = result.manifest["models"][ct.POSE_MODEL]
+    assert entry["backend"] == "tensorrt" and entry["plan_precision"] == "fp16"
+    assert "this GPU (NVIDIA RTX A400) is 8.6" in entry["rejected_plans"]["model.sm89.plan"]
     assert result.manifest["models"][ct.THREAT_MODEL]["backend"] == "onnxruntime"  # no plan for it
 
 
@@ -237,7 +258,96 @@ def test_osnet_gets_tensorrt_accelerator_when_option_is_set(tmp_path, artifacts)
     cfg = _parse(result.out_dir / ct.REID_MODEL / "config.pbtxt")
     (acc,) = cfg.optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.name == "tensorrt"
-    assert acc.parameters["precision_mode"] == "FP16"
+    params = dict(acc.parameters)
+    assert params["precision_mode"] == "FP16" and params["trt_engine_cache_enable"] == "1"
+    # engines cached on the server's writable volume, one folder per TensorRT version and GPU
+    cache = "/cache/onnxruntime/trt10.5.0.18-sm86/osnet_x0_25"
+    assert params["trt_engine_cache_path"] == params["trt_timing_cache_path"] == cache
+    # the profile covers every batch the config allows (1..32), so batch 16/32 never rebuilds
+    assert params["trt_profile_min_shapes"] == "crops:1x256x128x3"
+    assert params["trt_profile_max_shapes"] == f"crops:{ct.model_spec(ct.REID_MODEL).max_batch_size}x256x128x3"
+    assert ct.model_spec(ct.REID_MODEL).max_batch_size == 32
+    assert params["trt_profile_opt_shapes"] == "crops:8x256x128x3"
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "reason"),
+    [
+        ({"tensorrt_version": "10.3.0.26"}, "built with TensorRT 10.3.0.26, the server's TensorRT is 10.5.0.18"),
+        (
+            {"profile": {"min": 1, "opt": 2, "max": 4}},
+            "batch profile 1..4 does not cover the config's batch sizes 1..8",
+        ),
+        ({"profile": {"min": 2, "opt": 4, "max": 8}}, "batch profile 2..8 does not cover"),
+        ({"compute_capability": "8.9"}, "sidecar says compute capability '8.9' but the file is named for 8.6"),
+        ({"verification": {"passed": False, "message": "scores off"}}, "failed verification: scores off"),
+    ],
+)
+def test_tensorrt_target_falls_back_when_plan_does_not_fit_the_server(tmp_path, artifacts, caplog, sidecar, reason):
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.THREAT_MODEL, artifacts / f"{ct.THREAT_MODEL}.onnx", **sidecar)
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx")
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
+    entry = result.manifest["models"][ct.THREAT_MODEL]
+    assert entry["backend"] == "onnxruntime" and reason in entry["fallback"]["reason"]
+    assert reason in entry["rejected_plans"]["model.sm86.plan"]
+    assert reason in caplog.text  # and in the log
+    assert _parse(result.out_dir / ct.THREAT_MODEL / "config.pbtxt").platform == "onnxruntime_onnx"
+    assert result.manifest["models"][ct.POSE_MODEL]["backend"] == "tensorrt"  # per model
+
+
+def test_tensorrt_target_falls_back_with_reason_when_plan_is_for_another_gpu(tmp_path, artifacts):
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx", "89")
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
+    reason = result.manifest["models"][ct.POSE_MODEL]["fallback"]["reason"]
+    assert "built for compute capability 8.9, this GPU (NVIDIA RTX A400) is 8.6" in reason
+
+
+def test_tensorrt_target_records_last_build_failure_when_falling_back(tmp_path, artifacts):
+    plans = tmp_path / "plans"
+    tp.write_build_record(plans / ct.POSE_MODEL, ct.POSE_MODEL, status="failed", reason="scores: max |diff| 0.3")
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans)
+    reason = result.manifest["models"][ct.POSE_MODEL]["fallback"]["reason"]
+    assert "last build failed: scores: max |diff| 0.3" in reason
+
+
+def test_tensorrt_target_falls_back_when_gpu_cannot_be_queried(tmp_path, artifacts, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))  # no nvidia-smi
+    monkeypatch.delenv(tp.NVIDIA_SMI_ENV, raising=False)
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx")
+    result = _build(tmp_path, artifacts, "tensorrt", plans=plans, device=None)
+    reason = result.manifest["models"][ct.POSE_MODEL]["fallback"]["reason"]
+    assert reason.startswith("cannot check plans against the serving GPU: no NVIDIA driver")
+
+
+def test_tensorrt_target_refuses_before_writing_when_fallback_is_none(tmp_path, artifacts):
+    plans = tmp_path / "plans"
+    _write_plan(plans, ct.POSE_MODEL, artifacts / f"{ct.POSE_MODEL}.onnx")
+    with pytest.raises(ValueError, match=r"fallback 'none': no usable TensorRT plan for yolov8n_threat \(no plan dir"):
+        _build(tmp_path, artifacts, "tensorrt", plans=plans, fallback="none")
+    assert not (tmp_path / "repo-tensorrt").exists()
+
+
+def test_find_onnx_accepts_flat_and_repository_layouts(tmp_path):
+    flat = _fake_onnx(tmp_path / "a" / f"{ct.POSE_MODEL}.onnx", ct.POSE_MODEL)
+    nested = _fake_onnx(tmp_path / "b" / ct.POSE_MODEL / "1" / "model.onnx", ct.POSE_MODEL)
+    assert rb.find_onnx(tmp_path / "a", ct.POSE_MODEL) == flat
+    assert rb.find_onnx(tmp_path / "b", ct.POSE_MODEL) == nested
+    assert rb.find_onnx(tmp_path / "b", ct.THREAT_MODEL) is None and rb.find_onnx(None, ct.POSE_MODEL) is None
+
+
+def test_cli_build_repository_fails_in_one_line_when_fallback_none_and_no_plans(tmp_path, artifacts, capsys):
+    from enrichment_export.cli import main
+
+    code = main(
+        ["build-repository", "--target", "tensorrt", "--out", str(tmp_path / "cli"), "--artifacts", str(artifacts),
+         "--plans", str(tmp_path / "plans"), "--gpu-cc", "8.6", "--trt-version", "10.5.0.18", "--fallback", "none",
+         "--allowed-root", str(tmp_path)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "fallback 'none'" in err[0]
 
 
 def test_load_gpu_profile_raises_value_error_when_batch_size_exceeds_max(tmp_path):
@@ -313,7 +423,7 @@ def test_committed_configs_equal_generated_configs_when_built_with_defaults():
 
 
 def test_committed_repository_equals_builder_output_for_python_models_and_ensembles(tmp_path, artifacts):
-    """The builder copies model.py from model_repository/, and its cpu configs (COCO defaults) match."""
+    """The builder writes model.py from the package data, and its cpu configs (COCO defaults) match."""
     for name in ct.ALL_MODELS:
         assert (ROOT / "model_repository" / name / "config.pbtxt").is_file(), name
         if ct.model_spec(name).kind != "ensemble":

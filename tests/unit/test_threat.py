@@ -24,13 +24,17 @@ from enrichment_light.core.contract import (
     THREAT_TYPE,
     model_spec,
 )
+from enrichment_light.core.processing.detection import Detections
 from enrichment_light.core.processing.threat import (
     TAXONOMY_ENV,
-    ThreatDetections,
+    THREAT_FIELDS,
     ThreatTaxonomy,
     ThreatTaxonomyError,
+    max_severity,
     normalize_name,
+    pad_threats,
     select_threats,
+    unpad_threats,
 )
 
 
@@ -207,13 +211,13 @@ def test_select_threats_keeps_only_threats_when_mixed(taxonomy):
     assert threats.threat_type.tolist() == ["gun", "baseball bat", "knife"]
     assert threats.class_name.tolist() == ["Gun", "Baseball_Bat", "knife"]
     assert threats.severity.tolist() == [4, 2, 3]
-    assert threats.max_severity == Severity.CRITICAL.rank
+    assert max_severity(threats) == Severity.CRITICAL.rank
     assert threats.xyxy.dtype == np.float32 and threats.xyxy.shape == (3, 4)
 
 
 def test_select_threats_empty_when_no_detections(taxonomy):
     threats = select_threats(dets([]), taxonomy.resolve(coco_names()))
-    assert len(threats) == 0 and threats.max_severity == 0
+    assert len(threats) == 0 and max_severity(threats) == 0
     result = threat_result_of(threats)
     assert result == ThreatResult()
 
@@ -238,7 +242,7 @@ def test_threat_detections_to_result_builds_seed_result(taxonomy):
 def test_threat_detections_padded_round_trip_when_matching_contract(taxonomy):
     mapping = taxonomy.resolve(["Gun", "knife", "Baseball_Bat", "person"])
     threats = select_threats(dets([0, 3, 1]), mapping)
-    padded = threats.to_padded()
+    padded = pad_threats(threats)
     spec = model_spec("threat_postprocess")
     for out in spec.outputs:
         assert padded[out.name].dtype == out.dtype, out.name
@@ -246,7 +250,7 @@ def test_threat_detections_padded_round_trip_when_matching_contract(taxonomy):
     assert padded[NUM_DETECTIONS].tolist() == [2]
     assert padded[THREAT_TYPE][:3].tolist() == [b"gun", b"knife", b""]
     assert padded[CLASS_IDS][2] == -1 and padded[MAX_SEVERITY].tolist() == [4]
-    back = ThreatDetections.from_padded(padded, class_names=mapping.class_names)
+    back = unpad_threats(padded, class_names=mapping.class_names)
     for field in ("xyxy", "scores", "class_ids", "severity"):
         np.testing.assert_array_equal(getattr(back, field), getattr(threats, field))
     assert back.threat_type.tolist() == threats.threat_type.tolist()
@@ -256,21 +260,21 @@ def test_threat_detections_padded_round_trip_when_matching_contract(taxonomy):
 def test_threat_detections_to_padded_keeps_top_scores_when_over_max_det(taxonomy):
     mapping = taxonomy.resolve(["knife"])
     scores = np.linspace(0.1, 0.9, 7)
-    padded = select_threats(dets([0] * 7, scores), mapping).to_padded(max_det=3)
+    padded = pad_threats(select_threats(dets([0] * 7, scores), mapping), max_det=3)
     assert padded[NUM_DETECTIONS].tolist() == [3]
     np.testing.assert_allclose(padded[SCORES], scores[::-1][:3].astype(np.float32))
     assert padded[BOXES].shape == (3, 4) and padded[SEVERITY].tolist() == [3, 3, 3]
 
 
 def test_threat_detections_empty_padded_has_none_severity():
-    padded = ThreatDetections.empty().to_padded()
+    padded = pad_threats(Detections.empty(*THREAT_FIELDS))
     assert padded[NUM_DETECTIONS].tolist() == [0] and padded[MAX_SEVERITY].tolist() == [0]
     assert padded[SCORES].shape == (MAX_DETECTIONS,)
-    assert len(ThreatDetections.from_padded(padded)) == 0
+    assert len(unpad_threats(padded)) == 0
 
 
 def test_threat_detections_from_padded_raises_when_count_out_of_range():
-    padded = ThreatDetections.empty().to_padded(max_det=2)
+    padded = pad_threats(Detections.empty(*THREAT_FIELDS), max_det=2)
     padded[NUM_DETECTIONS] = np.array([3], np.int32)
     with pytest.raises(ValueError, match="NUM_DETECTIONS must be in"):
-        ThreatDetections.from_padded(padded)
+        unpad_threats(padded)

@@ -19,8 +19,8 @@ from enrichment_light.client.results import (
 )
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
-from enrichment_light.core.processing.detection import PoseDetections
-from enrichment_light.core.processing.threat import ThreatDetections
+from enrichment_light.core.processing.detection import Detections
+from enrichment_light.core.processing.threat import unpad_threats
 
 # --------------------------------------------------------------------------------------------
 # Decoding padded outputs (EfficientNMS convention: fixed-size arrays plus a count)
@@ -50,7 +50,7 @@ ENRICH_POSE_NAMES = {
 }
 
 
-def pose_results_of(poses: PoseDetections) -> list[PoseResult]:
+def pose_results_of(poses: Detections) -> list[PoseResult]:
     """One :class:`~enrichment_light.client.results.PoseResult` per person, in score order.
 
     Confidences are clipped to ``[0, 1]`` (the model's sigmoid outputs can only leave that
@@ -80,9 +80,7 @@ def pose_results_of(poses: PoseDetections) -> list[PoseResult]:
     return out
 
 
-def threat_result_of(
-    threats: ThreatDetections, *, inference_time_ms: float = 0.0, backend: str = "unknown"
-) -> ThreatResult:
+def threat_result_of(threats: Detections, *, inference_time_ms: float = 0.0, backend: str = "unknown") -> ThreatResult:
     """The typed, seed-compatible :class:`~enrichment_light.client.results.ThreatResult` of `threats`."""
     detections = [
         ThreatDetection(
@@ -106,7 +104,7 @@ def decode_threats(
 ) -> ThreatResult:
     """Padded threat tensors of one image (no batch axis) -> :class:`ThreatResult`."""
     try:
-        dets = ThreatDetections.from_padded(padded, class_names=class_names)
+        dets = unpad_threats(padded, class_names=class_names)
     except ValueError as err:
         raise InvalidInputError(f"malformed threat outputs from the server: {err}") from err
     return threat_result_of(dets, inference_time_ms=elapsed_ms, backend=backend)

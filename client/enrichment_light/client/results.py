@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from enrichment_light.core import validators
 from enrichment_light.core.contract import EMBEDDING_DIMENSION, KEYPOINT_NAMES
 from enrichment_light.core.labels import (  # re-exported: the public home of the enums
     POSE_CLASS_ORDER,
@@ -20,28 +21,6 @@ from enrichment_light.core.labels import (  # re-exported: the public home of th
     PoseClass,
     Severity,
 )
-
-
-def _check_finite(owner: str, name: str, value: float) -> None:
-    if not math.isfinite(value):
-        raise ValueError(f"{owner}.{name} must be finite, got {value!r}")
-
-
-def _check_unit(owner: str, name: str, value: float) -> None:
-    _check_finite(owner, name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{owner}.{name} must be in [0, 1], got {value!r}")
-
-
-def _check_bbox(owner: str, bbox: Sequence[float]) -> tuple[float, float, float, float]:
-    if len(bbox) != 4:
-        raise ValueError(f"{owner}.bbox must have 4 values [x1, y1, x2, y2], got {len(bbox)}")
-    x1, y1, x2, y2 = (float(v) for v in bbox)
-    for v in (x1, y1, x2, y2):
-        _check_finite(owner, "bbox", v)
-    if x2 < x1 or y2 < y1:
-        raise ValueError(f"{owner}.bbox must satisfy x1 <= x2 and y1 <= y2, got {list(bbox)}")
-    return x1, y1, x2, y2
 
 
 @dataclass(frozen=True)
@@ -56,9 +35,9 @@ class Keypoint:
     def __post_init__(self) -> None:
         if self.name not in KEYPOINT_NAMES:
             raise ValueError(f"Keypoint.name must be one of {KEYPOINT_NAMES}, got {self.name!r}")
-        _check_finite("Keypoint", "x", self.x)
-        _check_finite("Keypoint", "y", self.y)
-        _check_unit("Keypoint", "confidence", self.confidence)
+        validators.finite("Keypoint", "x", self.x)
+        validators.finite("Keypoint", "y", self.y)
+        validators.unit_interval("Keypoint", "confidence", self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -84,13 +63,13 @@ class PoseResult:
     def __post_init__(self) -> None:
         object.__setattr__(self, "pose_class", PoseClass(self.pose_class))
         object.__setattr__(self, "keypoints", list(self.keypoints))
-        object.__setattr__(self, "bbox", _check_bbox("PoseResult", self.bbox))
+        object.__setattr__(self, "bbox", validators.bbox("PoseResult", self.bbox))
         if self.keypoints and len(self.keypoints) != len(KEYPOINT_NAMES):
             raise ValueError(
                 f"PoseResult.keypoints must hold {len(KEYPOINT_NAMES)} keypoints or none, got {len(self.keypoints)}"
             )
-        _check_unit("PoseResult", "confidence", self.confidence)
-        _check_unit("PoseResult", "score", self.score)
+        validators.unit_interval("PoseResult", "confidence", self.confidence)
+        validators.unit_interval("PoseResult", "score", self.score)
         if bool(self.is_suspicious) != self.pose_class.is_suspicious:
             raise ValueError(
                 f"PoseResult.is_suspicious must be {self.pose_class.is_suspicious} for "
@@ -137,8 +116,8 @@ class ThreatDetection:
         object.__setattr__(self, "severity", Severity(self.severity))
         if self.severity is Severity.NONE:
             raise ValueError("ThreatDetection.severity must be low, medium, high or critical, got 'none'")
-        object.__setattr__(self, "bbox", list(_check_bbox("ThreatDetection", self.bbox)))
-        _check_unit("ThreatDetection", "confidence", self.confidence)
+        object.__setattr__(self, "bbox", list(validators.bbox("ThreatDetection", self.bbox)))
+        validators.unit_interval("ThreatDetection", "confidence", self.confidence)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -183,7 +162,7 @@ class ThreatResult:
             raise ValueError(
                 f"ThreatResult.max_severity must be {expected_max.value!r}, got {self.max_severity.value!r}"
             )
-        _check_finite("ThreatResult", "inference_time_ms", self.inference_time_ms)
+        validators.finite("ThreatResult", "inference_time_ms", self.inference_time_ms)
 
     @classmethod
     def from_threats(

@@ -68,6 +68,13 @@ _STATUS_CLASSES: dict[str, type[EnrichmentError]] = {
 
 
 _RESTRICTED = re.compile(r"\b(API|protocol) is restricted", re.IGNORECASE)
+# Triton's words when it cannot shm_open a region the client created: the server does not see the
+# client's /dev/shm (another IPC namespace, e.g. a container with its own IPC).
+_SHM_UNREACHABLE = re.compile(r"Unable to open shared memory region", re.IGNORECASE)
+SHM_NAMESPACE_HINT = (
+    "system shared memory needs the server in the client's IPC namespace: run the Triton container with "
+    "`ipc: host` (ENRICHMENT_IPC=host in docker-compose.yml, docs/tensorrt.md) or use the client without shm"
+)
 
 
 def translate_error(err: BaseException, *, url: str, model: str | None = None) -> EnrichmentError:
@@ -90,6 +97,8 @@ def translate_error(err: BaseException, *, url: str, model: str | None = None) -
     status, text = _status_and_text(err)
     if _RESTRICTED.search(text):
         return AccessDeniedError(f"{where}: {text} (pass admin_key= or set ${ADMIN_KEY_ENV})")
+    if _SHM_UNREACHABLE.search(text):
+        return EnrichmentError(f"{where}: {text}: {SHM_NAMESPACE_HINT}")  # not retryable: a deployment fix
     if _STUB_NOT_HEALTHY.search(text):
         return ModelRestartingError(f"{where}: {text} (the model's stub process died; it is being reloaded)")
     if status in (_GRPC_UNAVAILABLE, "502", "503"):

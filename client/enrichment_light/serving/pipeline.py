@@ -24,7 +24,7 @@ from enrichment_light.core.processing.detection import pad_pose, postprocess_det
 from enrichment_light.core.processing.image import LetterboxInfo, decode_image, letterbox
 from enrichment_light.core.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
 from enrichment_light.core.processing.reid import crop_persons
-from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, select_threats
+from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, pad_threats, select_threats
 
 Outputs = dict[str, np.ndarray]
 Result = Outputs | InvalidInputError
@@ -354,7 +354,7 @@ def threat_outputs(
             f"input {ct.RAW_OUTPUT!r} has {raw.shape[1] - 4} class channels but the model has {n_classes} class names"
         )
     dets = postprocess_detections(raw, info, conf=conf, iou=iou, max_det=settings.max_det)
-    return [select_threats(d, settings.mapping).to_padded(settings.max_det) for d in dets]
+    return [pad_threats(select_threats(d, settings.mapping), settings.max_det) for d in dets]
 
 
 def pose_postprocess_batch(items: Sequence[PostprocessInput], settings: PoseSettings) -> list[Result]:

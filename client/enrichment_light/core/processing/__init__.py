@@ -5,8 +5,8 @@ Submodules: ``image`` (decode, letterbox), ``detection`` (NMS, scaling, Efficien
 """
 
 from enrichment_light.core.processing.detection import (
+    POSE_FIELDS,
     Detections,
-    PoseDetections,
     nms,
     pad_detections,
     pad_pose,
@@ -43,22 +43,25 @@ from enrichment_light.core.processing.reid import (
     l2_normalize,
 )
 from enrichment_light.core.processing.threat import (
-    ThreatDetections,
+    THREAT_FIELDS,
     ThreatMapping,
     ThreatTaxonomy,
     ThreatTaxonomyError,
+    max_severity,
+    pad_threats,
     select_threats,
+    unpad_threats,
 )
 
 __all__ = [
     "DEFAULT_POSE_RULES",
     "DEFAULT_SIMILARITY_THRESHOLD",
+    "POSE_FIELDS",
     "SUPPORTED_FORMATS",
+    "THREAT_FIELDS",
     "Detections",
     "LetterboxInfo",
-    "PoseDetections",
     "PoseRules",
-    "ThreatDetections",
     "ThreatMapping",
     "ThreatTaxonomy",
     "ThreatTaxonomyError",
@@ -74,9 +77,11 @@ __all__ = [
     "is_same_person",
     "l2_normalize",
     "letterbox",
+    "max_severity",
     "nms",
     "pad_detections",
     "pad_pose",
+    "pad_threats",
     "pose_confidences",
     "postprocess_detections",
     "postprocess_pose",
@@ -86,4 +91,5 @@ __all__ = [
     "suspicious_mask",
     "unpad_detections",
     "unpad_pose",
+    "unpad_threats",
 ]

@@ -21,10 +21,11 @@ by the tensor names of :mod:`enrichment_light.core.contract`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from enrichment_light.core import validators
 from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
@@ -40,18 +41,18 @@ from enrichment_light.core.contract import (
     SUSPICIOUS,
 )
 from enrichment_light.core.errors import InvalidInputError
-from enrichment_light.core.labels import POSE_CLASS_ORDER
 from enrichment_light.core.processing.image import LetterboxInfo
 
 __all__ = [
     "MAX_NMS",
     "MAX_WH",
+    "POSE_FIELDS",
     "Detections",
-    "PoseDetections",
     "nms",
     "pad_detections",
     "pad_pose",
     "pad_rows",
+    "pose_detections",
     "postprocess_detections",
     "postprocess_pose",
     "scale_boxes",
@@ -71,107 +72,84 @@ _MATRIX_NMS_LIMIT = 1024  # up to this many candidates, NMS uses one IoU matrix
 # --------------------------------------------------------------------------------------------
 
 
-def _field(name: str, value: object, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
-    array = np.ascontiguousarray(value, dtype=dtype)
-    if array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
-    return array
-
-
 @dataclass(frozen=True)
 class Detections:
-    """Detections of one image, in original-image pixels.
+    """The one detection container of the processing side: parallel arrays plus a ``data`` dict.
+
+    As supervision's ``Detections``: one row per object, in original-image pixels. Pose and threat
+    outputs are the same container with different ``data`` keys (checked by
+    :mod:`enrichment_light.core.validators`); per-object dataclasses exist only at the client.
 
     Attributes:
         xyxy: ``float32 (K, 4)`` boxes ``x1, y1, x2, y2``.
-        scores: ``float32 (K,)`` class scores.
-        class_ids: ``int32 (K,)`` class indices of the model.
+        scores: ``float32 (K,)`` box scores.
+        class_ids: ``int32 (K,)`` class indices of the model (0, person, for pose).
+        data: Per-object arrays with K rows. Pose: ``keypoints`` ``float32 (K, 17, 3)``
+            (``x, y, confidence``), ``pose_class`` ``int32`` (index into ``labels.POSE_CLASS_ORDER``),
+            ``pose_confidence`` ``float32`` (mean keypoint confidence), ``suspicious`` ``bool``.
+            Threat: ``threat_type`` and ``class_name`` ``object`` (str), ``severity`` ``int32``
+            (rank in ``labels.SEVERITY_ORDER``). Keys also read as attributes: ``det.keypoints``.
     """
 
     xyxy: np.ndarray
     scores: np.ndarray
     class_ids: np.ndarray
+    data: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         k = np.asarray(self.scores).reshape(-1).shape[0]
-        object.__setattr__(self, "xyxy", _field("Detections.xyxy", self.xyxy, np.float32, (k, 4)))
-        object.__setattr__(self, "scores", _field("Detections.scores", self.scores, np.float32, (k,)))
-        object.__setattr__(self, "class_ids", _field("Detections.class_ids", self.class_ids, np.int32, (k,)))
+        object.__setattr__(self, "xyxy", validators.array_field("Detections.xyxy", self.xyxy, np.float32, (k, 4)))
+        object.__setattr__(self, "scores", validators.array_field("Detections.scores", self.scores, np.float32, (k,)))
+        object.__setattr__(
+            self, "class_ids", validators.array_field("Detections.class_ids", self.class_ids, np.int32, (k,))
+        )
+        object.__setattr__(self, "data", validators.detection_data("Detections", k, self.data))
 
     def __len__(self) -> int:
         return int(self.scores.shape[0])
 
-    @classmethod
-    def empty(cls) -> Detections:
-        """No detections."""
-        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0))
+    def __getattr__(self, name: str) -> np.ndarray:
+        data = self.__dict__.get("data", {})
+        if name in data:
+            return data[name]
+        raise AttributeError(f"Detections has no field or data key {name!r} (data keys: {sorted(data)})")
 
-
-@dataclass(frozen=True)
-class PoseDetections:
-    """Persons found in one image, in original-image pixels.
-
-    Attributes:
-        xyxy: ``float32 (K, 4)`` person boxes.
-        scores: ``float32 (K,)`` person box scores.
-        keypoints: ``float32 (K, 17, 3)`` ``x, y, confidence`` per COCO keypoint.
-        pose_class: ``int32 (K,)`` indices into ``labels.POSE_CLASS_ORDER``.
-        pose_confidence: ``float32 (K,)`` mean keypoint confidence.
-        suspicious: ``bool (K,)`` whether the pose class is suspicious.
-    """
-
-    xyxy: np.ndarray
-    scores: np.ndarray
-    keypoints: np.ndarray
-    pose_class: np.ndarray
-    pose_confidence: np.ndarray
-    suspicious: np.ndarray
-
-    def __post_init__(self) -> None:
-        k = np.asarray(self.scores).reshape(-1).shape[0]
-        name = type(self).__name__
-        object.__setattr__(self, "xyxy", _field(f"{name}.xyxy", self.xyxy, np.float32, (k, 4)))
-        object.__setattr__(self, "scores", _field(f"{name}.scores", self.scores, np.float32, (k,)))
-        object.__setattr__(
-            self,
-            "keypoints",
-            _field(f"{name}.keypoints", self.keypoints, np.float32, (k, NUM_KEYPOINTS, KEYPOINT_DIMS)),
+    def __getitem__(self, index: str | int | slice | np.ndarray) -> np.ndarray | Detections:
+        """``det["keypoints"]`` reads a data array; an index, slice or mask selects rows."""
+        if isinstance(index, str):
+            return self.data[index]
+        rows = np.arange(len(self))[index].reshape(-1)
+        return Detections(
+            self.xyxy[rows], self.scores[rows], self.class_ids[rows], {k: v[rows] for k, v in self.data.items()}
         )
-        object.__setattr__(self, "pose_class", _field(f"{name}.pose_class", self.pose_class, np.int32, (k,)))
-        object.__setattr__(
-            self, "pose_confidence", _field(f"{name}.pose_confidence", self.pose_confidence, np.float32, (k,))
-        )
-        object.__setattr__(self, "suspicious", _field(f"{name}.suspicious", self.suspicious, np.bool_, (k,)))
-        if k and (self.pose_class.min() < 0 or self.pose_class.max() >= len(POSE_CLASS_ORDER)):
-            raise ValueError(
-                f"{name}.pose_class must index POSE_CLASS_ORDER (0..{len(POSE_CLASS_ORDER) - 1}), "
-                f"got {self.pose_class.min()}..{self.pose_class.max()}"
-            )
-
-    def __len__(self) -> int:
-        return int(self.scores.shape[0])
-
-    @property
-    def pose_classes(self) -> np.ndarray:
-        """Alias of :attr:`pose_class` (the name used in the interface notes)."""
-        return self.pose_class
-
-    @property
-    def confidence(self) -> np.ndarray:
-        """Alias of :attr:`pose_confidence`: mean keypoint confidence, as ``PoseResult.confidence``."""
-        return self.pose_confidence
 
     @classmethod
-    def empty(cls) -> PoseDetections:
-        """No persons."""
-        return cls(
-            np.zeros((0, 4)),
-            np.zeros(0),
-            np.zeros((0, NUM_KEYPOINTS, KEYPOINT_DIMS)),
-            np.zeros(0),
-            np.zeros(0),
-            np.zeros(0, dtype=bool),
-        )
+    def empty(cls, *keys: str) -> Detections:
+        """No detections, with empty arrays for the given known ``data`` keys."""
+        data = {}
+        for key in keys:
+            dtype, row_shape = validators.DATA_FIELDS[key]
+            data[key] = np.zeros((0, *row_shape), dtype=dtype)
+        return cls(np.zeros((0, 4)), np.zeros(0), np.zeros(0), data)
+
+
+#: ``data`` keys of pose detections.
+POSE_FIELDS = ("keypoints", "pose_class", "pose_confidence", "suspicious")
+
+
+def pose_detections(
+    *,
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    keypoints: np.ndarray,
+    pose_class: np.ndarray,
+    pose_confidence: np.ndarray,
+    suspicious: np.ndarray,
+) -> Detections:
+    """Persons of one image as :class:`Detections` (class id 0) with the pose ``data`` keys."""
+    data = {"keypoints": keypoints, "pose_class": pose_class, "pose_confidence": pose_confidence}
+    data["suspicious"] = suspicious
+    return Detections(xyxy, scores, np.zeros(np.asarray(scores).reshape(-1).shape[0], np.int32), data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -367,7 +345,7 @@ def postprocess_pose(
     iou: float = 0.7,
     max_det: int = 300,
     rules: object | None = None,
-) -> list[PoseDetections]:
+) -> list[Detections]:
     """NMS, un-letterbox and posture classification of a YOLOv8-pose head.
 
     Boxes follow Ultralytics' ``scale_boxes`` and keypoint ``x, y`` its ``scale_coords`` (both
@@ -383,7 +361,7 @@ def postprocess_pose(
             defaults.
 
     Returns:
-        One :class:`PoseDetections` per image, by descending score.
+        One :class:`Detections` with the pose ``data`` keys per image, by descending score.
 
     Raises:
         InvalidInputError: Bad shapes, dtypes or thresholds.
@@ -401,7 +379,7 @@ def postprocess_pose(
         kpts = scale_keypoints(rows[:, 6:].reshape(-1, NUM_KEYPOINTS, KEYPOINT_DIMS), info)
         classes = pose_rules.classify_poses(kpts, boxes, **kwargs)
         out.append(
-            PoseDetections(
+            pose_detections(
                 xyxy=boxes,
                 scores=rows[:, 4],
                 keypoints=kpts,
@@ -474,7 +452,7 @@ def unpad_detections(outputs: Mapping[str, np.ndarray]) -> Detections:
     return Detections(_rows(outputs, BOXES, k, (4,)), _rows(outputs, SCORES, k, ()), _rows(outputs, CLASS_IDS, k, ()))
 
 
-def pad_pose(poses: PoseDetections, max_det: int = MAX_DETECTIONS) -> dict[str, np.ndarray]:
+def pad_pose(poses: Detections, max_det: int = MAX_DETECTIONS) -> dict[str, np.ndarray]:
     """Fixed-size pose outputs of one image, keyed by the contract's pose tensor names.
 
     Padding rows are 0 (``False`` for ``SUSPICIOUS``), pose classes -1. Persons beyond ``max_det``
@@ -492,10 +470,10 @@ def pad_pose(poses: PoseDetections, max_det: int = MAX_DETECTIONS) -> dict[str, 
     }
 
 
-def unpad_pose(outputs: Mapping[str, np.ndarray]) -> PoseDetections:
+def unpad_pose(outputs: Mapping[str, np.ndarray]) -> Detections:
     """Inverse of :func:`pad_pose` for one image (arrays without the batch axis)."""
     k = _count(outputs, np.asarray(outputs[SCORES]).shape[0])
-    return PoseDetections(
+    return pose_detections(
         xyxy=_rows(outputs, BOXES, k, (4,)),
         scores=_rows(outputs, SCORES, k, ()),
         keypoints=_rows(outputs, KEYPOINTS, k, (NUM_KEYPOINTS, KEYPOINT_DIMS)),

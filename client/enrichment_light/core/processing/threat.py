@@ -27,12 +27,12 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
+from enrichment_light.core import package_data
 from enrichment_light.core.contract import (
     BOXES,
     CLASS_IDS,
@@ -45,6 +45,8 @@ from enrichment_light.core.contract import (
 )
 from enrichment_light.core.errors import EnrichmentError
 from enrichment_light.core.labels import SEVERITY_ORDER, Severity
+from enrichment_light.core.processing.detection import Detections
+from enrichment_light.core.validators import object_array
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def normalize_name(name: str) -> str:
 
 
 class DetectionsLike(Protocol):
-    """Anything with supervision-style per-field arrays (``processing.detection.Detections``)."""
+    """Anything with supervision-style per-field arrays (:class:`Detections`)."""
 
     xyxy: np.ndarray
     scores: np.ndarray
@@ -124,7 +126,7 @@ class ThreatTaxonomy:
         if path is None:
             path = os.environ.get(TAXONOMY_ENV) or None
         if path is None:
-            text = resources.files("enrichment_light").joinpath("data").joinpath(_PACKAGED).read_text(encoding="utf-8")
+            text = package_data.threat_taxonomy().read_text(encoding="utf-8")
             source = f"<packaged {_PACKAGED}>"
         else:
             source = os.fspath(path)
@@ -250,128 +252,101 @@ class ThreatTaxonomy:
         )
 
 
-def _object_array(values: Sequence[Any]) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    out[:] = list(values)
-    return out
+#: ``data`` keys of threat detections.
+THREAT_FIELDS = ("threat_type", "severity", "class_name")
 
 
-@dataclass(frozen=True)
-class ThreatDetections:
-    """The threats of one image, as arrays per field (supervision ``Detections`` style).
+def threat_detections(
+    *,
+    xyxy: np.ndarray,
+    scores: np.ndarray,
+    class_ids: np.ndarray,
+    threat_type: np.ndarray,
+    severity: np.ndarray,
+    class_name: np.ndarray,
+) -> Detections:
+    """Threats of one image as :class:`~enrichment_light.core.processing.detection.Detections`.
 
-    Attributes:
-        xyxy: ``float32 (N, 4)`` boxes in original-image pixels.
-        scores: ``float32 (N,)``.
-        class_ids: ``int32 (N,)`` the model's class ids.
-        threat_type: ``object (N,)`` str.
-        severity: ``int32 (N,)`` ranks in ``labels.SEVERITY_ORDER`` (1..4).
-        class_name: ``object (N,)`` str, the model's own class names (``""`` when unknown).
+    Data keys: ``threat_type`` (str), ``severity`` (rank in ``labels.SEVERITY_ORDER``, 1..4) and
+    ``class_name`` (the model's own class name, ``""`` when unknown).
     """
-
-    xyxy: np.ndarray
-    scores: np.ndarray
-    class_ids: np.ndarray
-    threat_type: np.ndarray
-    severity: np.ndarray
-    class_name: np.ndarray
-
-    def __post_init__(self) -> None:
-        n = len(self.scores)
-        for name in ("scores", "class_ids", "threat_type", "severity", "class_name"):
-            if getattr(self, name).shape != (n,):
-                raise ValueError(f"ThreatDetections.{name} must have shape ({n},), got {getattr(self, name).shape}")
-        if self.xyxy.shape != (n, 4):
-            raise ValueError(f"ThreatDetections.xyxy must have shape ({n}, 4), got {self.xyxy.shape}")
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-    @classmethod
-    def empty(cls) -> ThreatDetections:
-        """No threats."""
-        return cls(
-            xyxy=np.zeros((0, 4), np.float32),
-            scores=np.zeros(0, np.float32),
-            class_ids=np.zeros(0, np.int32),
-            threat_type=_object_array([]),
-            severity=np.zeros(0, np.int32),
-            class_name=_object_array([]),
-        )
-
-    @property
-    def max_severity(self) -> int:
-        """Highest severity rank found; 0 (none) when there is no threat."""
-        return int(self.severity.max()) if len(self) else 0
-
-    def to_padded(self, max_det: int = MAX_DETECTIONS) -> dict[str, np.ndarray]:
-        """The threat postprocess output tensors of one request (no batch dimension).
-
-        Arrays are padded to ``max_det`` (boxes/scores 0, class ids -1, threat type ``b""``,
-        severity 0). Beyond ``max_det`` threats, the highest-scoring are kept.
-
-        Args:
-            max_det: Padded length.
-
-        Returns:
-            Tensor name -> array, per the ``threat_postprocess`` contract.
-        """
-        keep = np.argsort(-self.scores, kind="stable")[:max_det] if len(self) > max_det else np.arange(len(self))
-        n = len(keep)
-        boxes = np.zeros((max_det, 4), np.float32)
-        scores = np.zeros(max_det, np.float32)
-        class_ids = np.full(max_det, -1, np.int32)
-        threat_type = _object_array([b""] * max_det)
-        severity = np.zeros(max_det, np.int32)
-        boxes[:n] = self.xyxy[keep]
-        scores[:n] = self.scores[keep]
-        class_ids[:n] = self.class_ids[keep]
-        threat_type[:n] = [str(t).encode("utf-8") for t in self.threat_type[keep]]
-        severity[:n] = self.severity[keep]
-        return {
-            NUM_DETECTIONS: np.array([n], np.int32),
-            BOXES: boxes,
-            SCORES: scores,
-            CLASS_IDS: class_ids,
-            THREAT_TYPE: threat_type,
-            SEVERITY: severity,
-            MAX_SEVERITY: np.array([int(severity.max(initial=0))], np.int32),
-        }
-
-    @classmethod
-    def from_padded(
-        cls, tensors: Mapping[str, np.ndarray], *, class_names: Sequence[str] | None = None
-    ) -> ThreatDetections:
-        """Inverse of :meth:`to_padded` for one request (no batch dimension).
-
-        Args:
-            tensors: Tensor name -> array as returned by the threat postprocess.
-            class_names: The model's class names by id, to fill ``class_name``.
-
-        Returns:
-            The first ``NUM_DETECTIONS`` threats.
-
-        Raises:
-            ValueError: ``NUM_DETECTIONS`` is outside ``[0, padded length]``.
-        """
-        n = int(np.asarray(tensors[NUM_DETECTIONS]).reshape(-1)[0])
-        scores = np.asarray(tensors[SCORES], np.float32).reshape(-1)
-        if not 0 <= n <= len(scores):
-            raise ValueError(f"{NUM_DETECTIONS} must be in [0, {len(scores)}], got {n}")
-        class_ids = np.asarray(tensors[CLASS_IDS], np.int32).reshape(-1)[:n]
-        types = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in np.asarray(tensors[THREAT_TYPE])[:n]]
-        names = [class_names[c] if class_names is not None and 0 <= c < len(class_names) else "" for c in class_ids]
-        return cls(
-            xyxy=np.asarray(tensors[BOXES], np.float32).reshape(-1, 4)[:n],
-            scores=scores[:n],
-            class_ids=class_ids,
-            threat_type=_object_array(types),
-            severity=np.asarray(tensors[SEVERITY], np.int32).reshape(-1)[:n],
-            class_name=_object_array(names),
-        )
+    return Detections(
+        xyxy, scores, class_ids, {"threat_type": threat_type, "severity": severity, "class_name": class_name}
+    )
 
 
-def select_threats(detections: DetectionsLike, mapping: ThreatMapping) -> ThreatDetections:
+def max_severity(threats: Detections) -> int:
+    """Highest severity rank of `threats`; 0 (none) when there is no threat."""
+    return int(threats.severity.max()) if len(threats) else 0
+
+
+def pad_threats(threats: Detections, max_det: int = MAX_DETECTIONS) -> dict[str, np.ndarray]:
+    """The threat postprocess output tensors of one request (no batch dimension).
+
+    Arrays are padded to ``max_det`` (boxes/scores 0, class ids -1, threat type ``b""``,
+    severity 0). Beyond ``max_det`` threats, the highest-scoring are kept.
+
+    Args:
+        threats: The threats of one image.
+        max_det: Padded length.
+
+    Returns:
+        Tensor name -> array, per the ``threat_postprocess`` contract.
+    """
+    keep = np.argsort(-threats.scores, kind="stable")[:max_det] if len(threats) > max_det else np.arange(len(threats))
+    n = len(keep)
+    boxes = np.zeros((max_det, 4), np.float32)
+    scores = np.zeros(max_det, np.float32)
+    class_ids = np.full(max_det, -1, np.int32)
+    threat_type = object_array([b""] * max_det)
+    severity = np.zeros(max_det, np.int32)
+    boxes[:n] = threats.xyxy[keep]
+    scores[:n] = threats.scores[keep]
+    class_ids[:n] = threats.class_ids[keep]
+    threat_type[:n] = [str(t).encode("utf-8") for t in threats.threat_type[keep]]
+    severity[:n] = threats.severity[keep]
+    return {
+        NUM_DETECTIONS: np.array([n], np.int32),
+        BOXES: boxes,
+        SCORES: scores,
+        CLASS_IDS: class_ids,
+        THREAT_TYPE: threat_type,
+        SEVERITY: severity,
+        MAX_SEVERITY: np.array([int(severity.max(initial=0))], np.int32),
+    }
+
+
+def unpad_threats(tensors: Mapping[str, np.ndarray], *, class_names: Sequence[str] | None = None) -> Detections:
+    """Inverse of :func:`pad_threats` for one request (no batch dimension).
+
+    Args:
+        tensors: Tensor name -> array as returned by the threat postprocess.
+        class_names: The model's class names by id, to fill ``class_name``.
+
+    Returns:
+        The first ``NUM_DETECTIONS`` threats.
+
+    Raises:
+        ValueError: ``NUM_DETECTIONS`` is outside ``[0, padded length]``.
+    """
+    n = int(np.asarray(tensors[NUM_DETECTIONS]).reshape(-1)[0])
+    scores = np.asarray(tensors[SCORES], np.float32).reshape(-1)
+    if not 0 <= n <= len(scores):
+        raise ValueError(f"{NUM_DETECTIONS} must be in [0, {len(scores)}], got {n}")
+    class_ids = np.asarray(tensors[CLASS_IDS], np.int32).reshape(-1)[:n]
+    types = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in np.asarray(tensors[THREAT_TYPE])[:n]]
+    names = [class_names[c] if class_names is not None and 0 <= c < len(class_names) else "" for c in class_ids]
+    return threat_detections(
+        xyxy=np.asarray(tensors[BOXES], np.float32).reshape(-1, 4)[:n],
+        scores=scores[:n],
+        class_ids=class_ids,
+        threat_type=object_array(types),
+        severity=np.asarray(tensors[SEVERITY], np.int32).reshape(-1)[:n],
+        class_name=object_array(names),
+    )
+
+
+def select_threats(detections: DetectionsLike, mapping: ThreatMapping) -> Detections:
     """Keep the detections whose class is a threat, and attach threat type and severity.
 
     Args:
@@ -396,11 +371,11 @@ def select_threats(detections: DetectionsLike, mapping: ThreatMapping) -> Threat
         raise ValueError(f"class ids must be in [0, {n_classes}), got {class_ids.min()}..{class_ids.max()}")
     keep = mapping.is_threat[class_ids]
     ids = class_ids[keep]
-    return ThreatDetections(
+    return threat_detections(
         xyxy=xyxy[keep],
         scores=scores[keep],
         class_ids=ids.astype(np.int32),
         threat_type=mapping.threat_type[ids],
         severity=mapping.severity[ids],
-        class_name=_object_array(mapping.class_names)[ids],
+        class_name=object_array(mapping.class_names)[ids],
     )

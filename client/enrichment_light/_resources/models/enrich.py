@@ -1,0 +1,1 @@
+../../../../model_repository/enrich/1/model.py

@@ -1,0 +1,1 @@
+../../../../model_repository/osnet_x0_25/1/model.py

@@ -1,0 +1,1 @@
+../../../../model_repository/pose_postprocess/1/model.py

@@ -1,0 +1,1 @@
+../../../../model_repository/preprocess/1/model.py

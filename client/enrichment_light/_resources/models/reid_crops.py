@@ -1,0 +1,1 @@
+../../../../model_repository/reid_crops/1/model.py

@@ -1,0 +1,1 @@
+../../../../model_repository/threat_postprocess/1/model.py

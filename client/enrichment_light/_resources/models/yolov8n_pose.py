@@ -1,0 +1,1 @@
+../../../../model_repository/yolov8n_pose/1/model.py

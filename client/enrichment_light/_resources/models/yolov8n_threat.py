@@ -1,0 +1,1 @@
+../../../../model_repository/yolov8n_threat/1/model.py
