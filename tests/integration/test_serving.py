@@ -280,7 +280,7 @@ def test_dynamic_batcher_batches_same_shape_frames_when_one_camera_sends_togethe
     counts = [int(f.get_result(timeout=120).as_numpy(ct.NUM_DETECTIONS)[0, 0]) for f in futures]
     inf1, exe1 = _stats(client, runs[ct.POSE_ENSEMBLE])
     assert len(set(counts)) == 1  # same frame, same answer, batched or not
-    assert inf1 - inf0 == 8
+    assert inf1 - inf0 >= 8  # (a straggler of an earlier test may land in the window: seen once, 9)
     assert exe1 - exe0 < inf1 - inf0, (inf1 - inf0, exe1 - exe0)
 
 
