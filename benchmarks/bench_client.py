@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         results = run(args.url, args.overhead_calls, args.transport_calls)
     else:
         from enrichment_light.cli import build_cpu_repository
-        from enrichment_light.server import EmbeddedServer
+        from enrichment_light.devserver import EmbeddedServer
 
         with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
             repo = args.repository or build_cpu_repository(Path(tmp) / "repository", untrained=True)

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     import tritonclient.grpc as grpcclient
 
     from enrichment_light.core.processing.image import decode_image, letterbox
-    from enrichment_light.server import EmbeddedServer
+    from enrichment_light.devserver import EmbeddedServer
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     repository = args.repository or build_untrained_repository(tmp)

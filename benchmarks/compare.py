@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     from _paths_seed import SeedPath, load_models
     from _paths_triton import TritonPath
 
-    from enrichment_light.server import EmbeddedServer
+    from enrichment_light.devserver import EmbeddedServer
 
     t_start = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -31,6 +31,7 @@ MOVED: dict[str, str] = {
     "enrichment_light.gallery": "enrichment_light.client.gallery",
     "enrichment_light.annotate": "enrichment_light.client.annotate",
     "enrichment_light.serving.params": "enrichment_light.core.params",
+    "enrichment_light.server": "enrichment_light.devserver",
 }
 
 #: Old modules whose contents now live in several modules.

@@ -201,10 +201,12 @@ def health_table(report: dict[str, Any]) -> str:
     """Render :meth:`EnrichmentClient.health` as a text table."""
     lines = [
         f"server {', '.join(report['urls'])}: live={report['live']} ready={report['ready']}",
-        f"{'model':<20} {'ready':<6} {'backend':<12} device",
+        f"{'model':<20} {'ready':<6} {'backend':<12} {'device':<7} precision",
     ]
     for name, entry in report["models"].items():
-        lines.append(f"{name:<20} {'yes' if entry['ready'] else 'no':<6} {entry['backend']:<12} {entry['device']}")
+        ready = "yes" if entry["ready"] else "no"
+        precision = entry.get("precision", "-")
+        lines.append(f"{name:<20} {ready:<6} {entry['backend']:<12} {entry['device']:<7} {precision}")
     return "\n".join(lines)
 
 
@@ -270,7 +272,7 @@ def build_cpu_repository(
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: build if needed, start Triton, then block or ``--analyze`` and stop."""
-    from enrichment_light.server import EmbeddedServer, serve_forever
+    from enrichment_light.devserver import EmbeddedServer, serve_forever
 
     if args.untrained:
         print(UNTRAINED_BANNER, file=sys.stderr, flush=True)
@@ -334,6 +336,25 @@ def _add_threshold_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--iou", type=float, default=None, help="NMS IoU override (default: server config)")
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """``drain``: take a running Triton out of service without failing a request (a Kubernetes preStop hook)."""
+    from enrichment_light.client.transport import admin_headers
+    from enrichment_light.devserver import drain_server
+
+    headers = admin_headers(args.admin_key, protocol="http")
+    try:
+        report = drain_server(args.url, gate_repository=args.gate_repository, timeout_s=args.timeout_s, headers=headers)
+    except OSError as err:
+        logger.error("cannot write the readiness gate under %s: %s", args.gate_repository, err.strerror or err)
+        return 2
+    waves = " then ".join(map(",".join, report.waves)) or "nothing"
+    print(f"not ready after {report.unready_s:.3f} s; unloaded {waves} in {report.drained_s:.2f} s", flush=True)
+    if not report.complete:
+        logger.error("drain budget of %s s spent; still loaded: %s", args.timeout_s, ", ".join(report.left))
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``enrichment-light`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -383,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("out"), help="output folder for --analyze (default out/)")
     _add_threshold_options(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("drain", help="readiness off, wait for in-flight requests, unload every model (preStop)")
+    p.add_argument("--url", default=f"127.0.0.1:{ct.HTTP_PORT}", help="HTTP host:port of the server")
+    p.add_argument(
+        "--gate-repository",
+        type=Path,
+        required=True,
+        help="a writable folder the server was started with as --model-repository (holds the readiness gate)",
+    )
+    p.add_argument("--timeout-s", type=float, default=20.0, help="drain budget in seconds (default 20)")
+    p.add_argument("--admin-key", default=None, help="key of the restricted repository API ($ENRICHMENT_ADMIN_KEY)")
+    p.set_defaults(func=cmd_drain)
     return parser
 
 

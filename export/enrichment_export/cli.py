@@ -9,6 +9,7 @@ Examples::
 
     enrichment-export onnx --untrained --out-dir model_repository
     enrichment-export onnx --pose yolov8n-pose.pt --threat /models/threat.pt --reid osnet_x0_25_msmt17.pt
+    enrichment-export onnx --pose yolov8n-pose.pt --threat threat.pt --precision int8 --calibration frames/
     enrichment-export fetch yolov8n-pose.pt yolov8n.pt
     enrichment-export plan --model yolov8n_pose --check-only --gpu-cc 8.6 --trt-version 10.5.0
 """
@@ -62,7 +63,54 @@ def _add_onnx_parser(subparsers: Any) -> None:
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--no-download", action="store_true", help="use only local files and the weights cache")
     p.add_argument("--weights-dir", help="weights cache (default $ENRICHMENT_LIGHT_WEIGHTS_DIR or ~/.cache/...)")
+    q = p.add_argument_group("INT8 (docs/int8.md)")
+    q.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="int8: static QDQ (onnxruntime)")
+    q.add_argument("--calibration", metavar="DIR", help="your frames to calibrate on (default: packaged samples)")
+    q.add_argument("--holdout", metavar="DIR", help="held-out frames for the accuracy gate (default: every 4th frame)")
+    q.add_argument("--force-accuracy", action="store_true", help="install INT8 even when the accuracy gate fails")
+    q.add_argument("--max-calibration-frames", type=int, default=64, help="most frames used (evenly spaced)")
+    q.add_argument("--gate-conf", type=float, default=0.25, help="score threshold of the gate's detections")
+    q.add_argument("--min-recall", type=float, default=0.95, help="gate: INT8 recall vs FP32 (IoU>=0.5, same class)")
+    q.add_argument("--min-precision", type=float, default=0.95, help="gate: INT8 precision vs FP32")
+    q.add_argument("--max-score-diff", type=float, default=0.05, help="gate: mean |score diff| of matched detections")
+    q.add_argument("--max-keypoint-error", type=float, default=4.0, help="gate: pose mean keypoint error, pixels")
+    q.add_argument("--min-cosine", type=float, default=0.99, help="gate: OSNet min cosine INT8 vs FP32")
     p.set_defaults(func=_run_onnx)
+
+
+def _int8_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Check the INT8 arguments before any heavy work; the keyword arguments of ``export_int8``."""
+    from enrichment_export import quantize
+
+    if args.precision != "int8":
+        given = [f for f in ("calibration", "holdout") if getattr(args, f)] + (["force_accuracy"] * args.force_accuracy)
+        if given:
+            raise SystemExit(f"--{given[0].replace('_', '-')} only applies with --precision int8")
+        return {}
+    if args.max_calibration_frames < 1:
+        raise SystemExit(f"--max-calibration-frames must be >= 1, got {args.max_calibration_frames}")
+    if not 0.0 < args.gate_conf < 1.0:
+        raise SystemExit(f"--gate-conf must be in (0, 1), got {args.gate_conf}")
+    if args.holdout and not args.calibration:
+        raise SystemExit("--holdout needs --calibration (the packaged samples come with their own held-out frames)")
+    for folder in (args.calibration, args.holdout):
+        if folder:
+            quantize.image_files(folder)  # CalibrationError names the folder
+    thresholds = quantize.AccuracyThresholds(
+        min_recall=args.min_recall,
+        min_precision=args.min_precision,
+        max_mean_score_diff=args.max_score_diff,
+        max_keypoint_error_px=args.max_keypoint_error,
+        min_cosine=args.min_cosine,
+    )
+    return {
+        "calibration_dir": args.calibration,
+        "holdout_dir": args.holdout,
+        "thresholds": thresholds,
+        "force": args.force_accuracy,
+        "max_calibration_frames": args.max_calibration_frames,
+        "conf": args.gate_conf,
+    }
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
@@ -79,17 +127,40 @@ def _run_onnx(args: argparse.Namespace) -> int:
     if not selected:
         raise SystemExit("nothing to export: give --pose/--threat/--reid WEIGHTS, --all or --untrained")
     onnx_export._check_opset(args.opset)  # fail before any download or heavy work
+    int8 = _int8_options(args)
+    if int8 and contract.REID_MODEL in selected:
+        LOGGER.warning(
+            "%s: INT8 OSNet ran at 0.55-0.74x the FP32 speed under onnxruntime on the CPU it was measured on "
+            "(docs/int8.md); export it in FP32 unless you measured a gain on yours",
+            contract.REID_MODEL,
+        )
     for model_name, source in selected.items():
         if args.untrained:
             src: Any = onnx_export.untrained_model(model_name)
         else:
             name = source or weights.DEFAULT_WEIGHTS[model_name]
             src = weights.resolve_weights(name, cache_dir=args.weights_dir, download=not args.no_download)
-        result = onnx_export.export_onnx(
-            model_name, src, onnx_path_for(args.out_dir, model_name), opset=args.opset, simplify=not args.no_simplify
-        )
+        out = onnx_path_for(args.out_dir, model_name)
+        if int8:
+            _export_int8(model_name, src, out, args, int8)
+            continue
+        result = onnx_export.export_onnx(model_name, src, out, opset=args.opset, simplify=not args.no_simplify)
         print(f"{model_name:16s} {result.path}  sha256 {result.sha256[:16]}  {result.seconds:.1f}s")
     return 0
+
+
+def _export_int8(model_name: str, src: Any, out: Path, args: argparse.Namespace, int8: dict[str, Any]) -> None:
+    """FP32 export into a temporary folder, then calibration, quantisation and the gate into `out`."""
+    import tempfile
+
+    from enrichment_export import onnx_export, quantize
+
+    with tempfile.TemporaryDirectory(prefix="enrichment-fp32-") as tmp:
+        fp32 = onnx_export.export_onnx(
+            model_name, src, Path(tmp) / "model.onnx", opset=args.opset, simplify=not args.no_simplify
+        )
+        result = quantize.export_int8(model_name, fp32.path, out, **int8)
+    print(next(quantize.iter_reports([result])))
 
 
 # --- fetch --------------------------------------------------------------------------------------

@@ -43,6 +43,10 @@ from enrichment_light.core.files import atomic_output
 LOGGER = logging.getLogger(__name__)
 
 TARGETS = ("tensorrt", "onnx", "cpu")
+PRECISIONS = ("auto", "fp32", "int8")
+# With ``precision="int8"`` these must be INT8; OSNet may stay FP32 (INT8 OSNet measured slower on
+# the CPU target, docs/int8.md).
+INT8_REQUIRED = (ct.POSE_MODEL, ct.THREAT_MODEL)
 FALLBACKS = ("onnx", "none")
 # Served as TensorRT plans by the tensorrt target. OSNet stays on onnxruntime (optionally with the
 # TensorRT execution accelerator): whether its plan would fit and verify on the A400 is unmeasured.
@@ -519,6 +523,42 @@ def onnx_input_hw_is_dynamic(path: Path) -> bool:
     return len(dims) == 4 and not any(d.HasField("dim_value") for d in list(dims)[1:3])
 
 
+def onnx_precision(meta: Mapping[str, str]) -> str:
+    """``int8`` for files of ``enrichment-export onnx --precision int8``, else ``fp32``."""
+    return "int8" if meta.get("precision") == "int8" else "fp32"
+
+
+def precision_entry(meta: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest fields of an ONNX file's precision: the INT8 gate figures and calibration."""
+    if onnx_precision(meta) != "int8":
+        return {}
+    out: dict[str, Any] = {"quantization": meta.get("quantization", "")}
+    for key in ("int8_accuracy", "int8_calibration"):
+        try:
+            out[key] = json.loads(meta.get(key, "{}"))
+        except json.JSONDecodeError:
+            out[key] = {"unparsed": meta.get(key)}
+    out["int8_gate_forced"] = meta.get("int8_gate_forced") == "true"
+    return out
+
+
+def _check_precision(precision: str, precisions: Mapping[str, str], sources: Mapping[str, Path | None]) -> None:
+    if precision == "auto":
+        return
+    if precision == "fp32":
+        bad = sorted(n for n, p in precisions.items() if p != "fp32")
+        if bad:
+            raise ValueError(f"--precision fp32 but these ONNX files are INT8: {[str(sources[n]) for n in bad]}")
+        return
+    missing = [n for n in INT8_REQUIRED if precisions.get(n) != "int8"]
+    if missing:
+        where = ", ".join(f"{n} ({sources.get(n) or 'no ONNX'})" for n in missing)
+        raise ValueError(
+            f"--precision int8 needs INT8 ONNX files for {where}: export them with "
+            "`enrichment-export onnx --precision int8 --calibration DIR`"
+        )
+
+
 def class_names_from_metadata(meta: Mapping[str, str]) -> tuple[str, ...] | None:
     """Class names by id from Ultralytics/our ONNX metadata (``names``: JSON or Python dict text)."""
     raw = meta.get("names")
@@ -756,6 +796,7 @@ def build_repository(
     source_repository: str | os.PathLike[str] = SOURCE_REPOSITORY,
     allowed_roots: Iterable[str | os.PathLike[str]] | None = None,
     require_onnx: bool = True,
+    precision: str = "auto",
     device: Any = None,
     fallback: str = "onnx",
 ) -> BuildResult:
@@ -774,6 +815,11 @@ def build_repository(
             uses its defaults.
         require_onnx: Fail when an inference model has no ONNX file (``False`` writes configs
             only, as for the committed repository).
+        precision: ``auto`` serves the ONNX files as exported; ``fp32`` refuses INT8 files;
+            ``int8`` requires INT8 files (``enrichment-export onnx --precision int8``) for pose
+            and threat, OSNet may be either. The precision of each model goes into its config
+            (``precision`` parameter, what ``backend_info()`` and ``health`` report) and the
+            manifest, with the INT8 accuracy-gate figures.
         device: tensorrt target: the serving GPU and TensorRT
             (:class:`~enrichment_export.tensorrt_plan.DeviceInfo`); ``None`` queries this machine.
             Plans built for another compute capability or TensorRT version are not used.
@@ -792,6 +838,8 @@ def build_repository(
 
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {FALLBACKS}, got {fallback!r}")
     options = options or BuildOptions()
@@ -832,6 +880,8 @@ def build_repository(
     for name, path in sources.items():
         if path is not None:
             meta_by_model[name] = read_onnx_info(path)
+    precisions = {name: onnx_precision(meta) for name, (meta, _) in meta_by_model.items()}
+    _check_precision(precision, precisions, sources)
     if class_names is None and ct.THREAT_MODEL in meta_by_model:
         class_names = class_names_from_metadata(meta_by_model[ct.THREAT_MODEL][0])
     class_names = tuple(class_names or COCO_NAMES)
@@ -905,6 +955,12 @@ def build_repository(
                     entry["rejected_plans"] = dict(check.rejected)
             if name in meta_by_model:
                 output_dims = meta_by_model[name][1] or None
+        if name in precisions and backend != "tensorrt":  # a plan's precision is its sidecar's
+            served_precision = precisions[name]
+        elif backend == "tensorrt" and plan_filenames:
+            served_precision = str(entry.get("plan_precision") or "unknown")
+        else:
+            served_precision = None
         folder = out / name
         version_dir = folder / "1"
         cfg = model_config(
@@ -917,6 +973,8 @@ def build_repository(
             output_dims=output_dims,
             plan_filenames=plan_filenames,
         )
+        if served_precision not in (None, "fp32"):  # absent means FP32, so the committed configs stay as they are
+            cfg.parameters["precision"].string_value = served_precision
         _write_if_changed(folder / "config.pbtxt", render_config(cfg, target).encode())
         version_dir.mkdir(parents=True, exist_ok=True)
         if backend == "python":
@@ -938,6 +996,7 @@ def build_repository(
                 entry["onnx_metadata"] = {
                     k: v for k, v in meta_by_model[name][0].items() if k in ("source_sha256", "exporter", "opset")
                 }
+                entry.update(precision_entry(meta_by_model[name][0]))
             if plan_filenames:
                 for filename in plan_filenames.values():
                     _copy(plan_root / name / filename, version_dir / filename)
@@ -949,6 +1008,8 @@ def build_repository(
             "ensemble": "ensemble",
         }[backend]
         entry["triton_backend"] = cfg.backend or cfg.platform
+        if served_precision is not None:
+            entry["precision"] = served_precision
         manifest["models"][name] = entry
     _write_if_changed(out / MANIFEST_NAME, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     LOGGER.info(
@@ -1006,6 +1067,12 @@ def add_build_repository_parser(subparsers: Any) -> None:
     p.add_argument("--intra-op-threads", type=int, default=2)
     p.add_argument("--inter-op-threads", type=int, default=1)
     p.add_argument("--osnet-tensorrt-accelerator", action="store_true")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto: as exported; int8: require INT8 pose/threat ONNX (docs/int8.md); fp32: refuse INT8 files",
+    )
     p.add_argument("--gpu-profile", default=str(DEFAULT_GPU_PROFILE))
     p.add_argument(
         "--letterbox",
@@ -1069,13 +1136,15 @@ def run_build_repository(args: Any) -> int:
         plans=args.plans,
         options=options,
         allowed_roots=args.allowed_roots,
+        precision=args.precision,
         source_repository=args.source_repository,
         device=device,
         fallback=args.fallback,
     )
     for name, entry in result.manifest["models"].items():
         note = f" (fallback: {entry['fallback']['reason']})" if "fallback" in entry else ""
-        print(f"{name:20s} {entry['triton_backend']}{note}")
+        prec = f" {entry['precision']}" if "precision" in entry else ""
+        print(f"{name:20s} {entry['triton_backend']}{prec}{note}")
     print(f"manifest: {result.out_dir / MANIFEST_NAME}")
     return 0
 

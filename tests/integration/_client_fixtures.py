@@ -9,13 +9,14 @@ once per test session (the launcher's ``triton_server_factory`` stops the server
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
 import pytest
 
 from enrichment_light.cli import build_cpu_repository, sample_images
-from enrichment_light.server import EmbeddedServer
+from enrichment_light.devserver import EmbeddedServer
 
 _CACHE: dict[str, object] = {}
 
@@ -27,6 +28,9 @@ def client_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A built ``cpu`` repository (random-init weights) with its ``repository.json``."""
     pytest.importorskip("torch")
     pytest.importorskip("ultralytics")
+    if "repository" not in _CACHE and os.environ.get("ENRICHMENT_TEST_REPOSITORY"):
+        # a repository built before with the same code path (saves the export on repeated slow runs)
+        _CACHE["repository"] = Path(os.environ["ENRICHMENT_TEST_REPOSITORY"])
     if "repository" not in _CACHE:
         root = tmp_path_factory.mktemp("client-repo")
         _CACHE["repository"] = build_cpu_repository(root / "repository", untrained=True)

@@ -25,7 +25,7 @@ from enrichment_light.cli import sample_images
 from enrichment_light.client import EnrichmentClient
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import EnrichmentError, InvalidInputError
-from enrichment_light.server import EmbeddedServer
+from enrichment_light.devserver import EmbeddedServer
 
 STUB = "triton_python_backend_stub"
 

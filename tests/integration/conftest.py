@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from enrichment_light.server import EmbeddedServer
+from enrichment_light.devserver import EmbeddedServer
 
 TEST_MODELS_DIR = Path(__file__).parent / "_models"
 

@@ -84,7 +84,8 @@ def test_cli_health_lists_every_model_with_its_backend(enrichment_server):
         (row,) = [line for line in lines if line.split()[0] == model]
         assert row.split()[1] == "yes"
     for model in ct.INFERENCE_MODELS:
-        assert next(line for line in lines if line.split()[0] == model).split()[2] == "onnxruntime"
+        row = next(line for line in lines if line.split()[0] == model).split()
+        assert row[2] == "onnxruntime" and row[4] == "fp32"  # backend, device, precision
 
 
 def test_cli_health_exits_1_when_server_is_down(closed_port_url, capsys):

@@ -45,7 +45,7 @@ from enrichment_light.core.errors import (
     ModelRestartingError,
     ServerUnavailableError,
 )
-from enrichment_light.server import EmbeddedServer, find_free_port, stub_process
+from enrichment_light.devserver import EmbeddedServer, find_free_port, stub_process
 
 TIMEOUT_S = 10.0
 BUS, ZIDANE = photos()
@@ -168,10 +168,11 @@ def test_triton_fails_fast_and_manual_reload_recovers_when_stub_dies_and_watchdo
     ]
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    _wait_for(lambda: len(results["pose"]) >= 2 and len(results["threat"]) >= 2, "requests before the kill")
     pid = kill_stub(server, victim_model)
     killed.set()
-    time.sleep(4.0)
+    # observable: enough answered requests of both kinds after the kill
+    _wait_for(lambda: _after(results["pose"]) >= 4 and _after(results["threat"]) >= 4, "requests after the kill")
     stop.set()
     for t in threads:
         t.join(timeout=2 * TIMEOUT_S)
@@ -209,12 +210,24 @@ def test_triton_fails_fast_and_manual_reload_recovers_when_stub_dies_and_watchdo
 # --------------------------------------------------------------------------------------------- watchdog
 
 
+def _wait_for(predicate, what: str, timeout_s: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _after(rows: list) -> int:
+    return sum(1 for r in rows if not r[0].startswith("before"))
+
+
 def _stubs_of(server: EmbeddedServer, model: str) -> list:
     return [s for pid in server.process_ids() if (s := stub_process(pid)) is not None and s.model == model]
 
 
 @pytest.mark.integration
-def test_watchdog_reloads_model_and_retried_requests_all_succeed_when_stub_dies_under_load(watched, caplog):
+@pytest.mark.parametrize("timed", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_watchdog_reloads_model_and_retried_requests_all_succeed_when_stub_dies_under_load(watched, caplog, timed):
     server = watched
     victim_model = ct.POSE_ENSEMBLE  # cpu target: the fused pose model (preprocess + detector + postprocess)
     assert server.restart_dead_stubs and server.watchdog_running
@@ -243,21 +256,23 @@ def test_watchdog_reloads_model_and_retried_requests_all_succeed_when_stub_dies_
     ]
     for t in threads:
         t.start()
-    time.sleep(1.5)
+    _wait_for(lambda: len(results) >= 3, "requests before the kill")
     (victim,) = _stubs_of(server, victim_model)
     killed_at = time.monotonic()
     os.kill(victim.pid, signal.SIGKILL)
     while not server.stub_restarts and time.monotonic() - killed_at < 15:
         time.sleep(0.02)
     recovery_s = time.monotonic() - killed_at
-    time.sleep(2.0)  # keep the load on after the restart
+    # keep the load on after the restart: until pose calls started after it have been answered
+    _wait_for(lambda: sum(1 for r in list(results) if r[0] == "pose" and r[1] > killed_at + recovery_s) >= 2, "pose")
     stop.set()
     for t in threads:
         t.join(timeout=2 * TIMEOUT_S)
     assert not any(t.is_alive() for t in threads), "a client hung after the stub was killed"
 
     assert server.stub_restarts == {victim_model: 1}, server.log_tail(20)
-    assert recovery_s < 5.0, f"the watchdog took {recovery_s:.1f} s"
+    if timed:  # a speed target: checked in the slow runs only
+        assert recovery_s < 5.0, f"the watchdog took {recovery_s:.1f} s"
     print(f"stub killed -> model reloaded in {recovery_s:.2f} s")
     # Zero failed requests after retries; nothing hangs: every call returned within its deadline.
     failed = [r for r in results if r[3] != "ok"]
@@ -326,7 +341,8 @@ def test_embedded_server_rejects_watchdog_when_model_control_is_not_explicit(tmp
 
 
 @pytest.mark.integration
-def test_client_raises_unavailable_then_recovers_when_server_is_killed_and_restarted(faults):
+@pytest.mark.parametrize("timed", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_client_raises_unavailable_then_recovers_when_server_is_killed_and_restarted(faults, timed):
     server = faults.server
     clients = {p: _client(server, p, timeout_s=5.0, retries=1, backoff_s=0.1) for p in ("grpc", "http")}
     try:
@@ -346,7 +362,8 @@ def test_client_raises_unavailable_then_recovers_when_server_is_killed_and_resta
             with pytest.raises(ServerUnavailableError):
                 client.detect_threats(BUS)
             elapsed = time.monotonic() - start
-            assert elapsed < 5.0, f"{protocol}: ServerUnavailableError took {elapsed:.1f} s (timeout_s 5)"
+            if timed:  # a speed target: checked in the slow runs only
+                assert elapsed < 5.0, f"{protocol}: ServerUnavailableError took {elapsed:.1f} s (timeout_s 5)"
             assert not client.is_server_ready()
 
         restarted = faults.start()  # same ports

@@ -432,20 +432,70 @@ def test_model_returns_invalid_argument_over_grpc_when_image_is_corrupt(clients)
     assert "unknown image format" in str(info.value)
 
 
-def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients):
-    """Many concurrent pose requests, one corrupt: exactly that one fails."""
+def _distinct_photos() -> list[bytes]:
+    """Seven different encoded images: the two photos, mirrored (PNG), halved (JPEG), and a crop (PNG)."""
+    import cv2
+
+    out = []
+    for name in ("bus.jpg", "zidane.jpg"):
+        image = cv2.imdecode(np.frombuffer(PHOTOS[name], np.uint8), cv2.IMREAD_COLOR)
+        out.append(PHOTOS[name])
+        out.append(cv2.imencode(".png", np.ascontiguousarray(image[:, ::-1]))[1].tobytes())
+        out.append(cv2.imencode(".jpg", cv2.resize(image, None, fx=0.5, fy=0.5))[1].tobytes())
+    bus = cv2.imdecode(np.frombuffer(PHOTOS["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
+    out.append(cv2.imencode(".png", bus[100:500])[1].tobytes())
+    return out
+
+
+def _preprocess_stats(client) -> tuple[int, int, int]:
+    """(requests that succeeded, executions, requests that failed) of preprocess so far."""
+    stats = client.get_inference_statistics(ct.PREPROCESS)["model_stats"][0]
+    requests = stats["inference_stats"]
+    return int(requests["success"]["count"]), int(stats["execution_count"]), int(requests["fail"]["count"])
+
+
+def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients, reference):
+    """Eight concurrent preprocess requests, one corrupt, in ONE execution (statistics extension): exactly
+    that one fails, and each good one gets its own image's outputs (compared with the in-process letterbox).
+    """
+    import cv2
     from tritonclient.utils import InferenceServerException
 
-    payloads = [PHOTOS["bus.jpg"]] * 5 + [b"\xff\xd8\xff\xe0garbage"] + [PHOTOS["zidane.jpg"]] * 2
-    futures = [_submit(clients, ct.PREPROCESS, {ct.IMAGE_BYTES: _image(p)}) for p in payloads]
-    outcomes = []
-    for f in futures:
-        try:
+    good = _distinct_photos()
+    payloads = [*good[:5], b"\xff\xd8\xff\xe0garbage", *good[5:7]]
+    # two large PNGs keep both preprocess instances busy, so the eight queue up and leave as one batch
+    bus = cv2.imdecode(np.frombuffer(PHOTOS["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
+    blocker = cv2.imencode(".png", cv2.resize(bus, None, fx=3, fy=3))[1].tobytes()
+    _, client = clients["http"]
+    for _attempt in range(10):  # the batcher groups what waits together; retry until the eight shared one batch
+        before = _preprocess_stats(client)
+        blockers = [_submit(clients, ct.PREPROCESS, {ct.IMAGE_BYTES: _image(blocker)}) for _ in range(2)]
+        futures = [_submit(clients, ct.PREPROCESS, {ct.IMAGE_BYTES: _image(p)}) for p in payloads]
+        outcomes, outputs = [], []
+        for f in futures:
+            try:
+                outputs.append(_outputs(ct.PREPROCESS, f.get_result(timeout=60)))
+                outcomes.append("ok")
+            except InferenceServerException:
+                outputs.append(None)
+                outcomes.append("error")
+        for f in blockers:
             f.get_result(timeout=60)
-            outcomes.append("ok")
-        except InferenceServerException:
-            outcomes.append("error")
-    assert outcomes == ["ok"] * 5 + ["error"] + ["ok"] * 2
+        assert outcomes == ["ok"] * 5 + ["error"] + ["ok"] * 2
+        after = _preprocess_stats(client)
+        executions = after[1] - before[1]
+        if executions == 3:  # one per blocker, one for all eight
+            break
+    assert executions == 3, f"the 8 requests never shared one execution in 10 tries (last: {executions})"
+    # the three executions held the 2 blockers and all eight requests, the corrupt one included: it reached
+    # the model and got its own error response there (the Python backend counts it as an executed request)
+    assert (after[0] - before[0]) + (after[2] - before[2]) == 10
+    for data, out in zip(payloads, outputs, strict=True):
+        if out is None:
+            continue
+        _, boxed, info = reference.letterboxed(data)
+        np.testing.assert_array_equal(out[ct.IMAGES][0], boxed)
+        np.testing.assert_allclose(out[ct.LETTERBOX_INFO][0], info, rtol=1e-6)
 
 
 THRESHOLD_CASES = [

@@ -11,6 +11,7 @@ from enrichment_light.client.transport import (
     RoundRobin,
     ShmPool,
     admin_headers,
+    failover_steps,
     parse_endpoints,
     translate_error,
 )
@@ -223,6 +224,7 @@ def test_client_call_raises_model_restarting_when_retries_run_out(monkeypatch):
 def test_client_call_does_not_retry_when_model_is_not_ready(monkeypatch):
     from enrichment_light.client import EnrichmentClient
 
+    monkeypatch.setattr(EnrichmentClient, "_probe_ready", lambda self, endpoint: True)  # a healthy server
     calls = []
 
     def fn(raw, endpoint):
@@ -245,3 +247,132 @@ def test_translate_error_says_shm_needs_shared_ipc_namespace_when_server_cannot_
         mapped
     )
     assert "ENRICHMENT_IPC=host" in str(mapped) and "\n" not in str(mapped)
+
+
+# ------------------------------------------------------------------------------------ fail-over decisions
+
+STOPPING = (
+    "[request id: <id_unknown>] Server is stopping, scheduler for model has stopped accepting new inference requests"
+)
+A, B = Endpoint("a:1", "grpc"), Endpoint("b:1", "grpc")
+
+
+def _drive(errors: dict[str, list[BaseException]], ready: dict[str, bool], policy: RetryPolicy) -> list[str]:
+    """Drive failover_steps like the clients do; each endpoint fails with its next error, else succeeds."""
+    steps = failover_steps(policy, [A, B], model="enrich")
+    log: list[str] = []
+    step = next(steps)
+    while True:
+        url = step.endpoint.url if step.endpoint else ""
+        log.append(f"{step.kind} {url}".strip())
+        if step.kind == "call":
+            if not errors.get(url):
+                return log
+            step = steps.send(errors[url].pop(0))
+        elif step.kind == "probe":
+            step = steps.send(ready[url])
+        else:
+            step = next(steps)
+
+
+def _ise(message: str, status: str) -> InferenceServerException:
+    return InferenceServerException(msg=message, status=status)
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        ("Request for unknown model: 'enrich' has no available versions", "StatusCode.NOT_FOUND"),
+        ("enrich: osnet_x0_25 failed: Server not ready", "StatusCode.INTERNAL"),
+        (STOPPING, "StatusCode.UNAVAILABLE"),
+        ("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED"),
+        (REFUSED, "StatusCode.UNAVAILABLE"),
+        ("Connection reset by peer", "StatusCode.UNAVAILABLE"),
+    ],
+)
+def test_failover_steps_retry_on_other_server_and_drop_connection_when_server_goes_away(error, status):
+    log = _drive({"a:1": [_ise(error, status)]}, {"a:1": False, "b:1": True}, RetryPolicy(retries=0))
+    assert log[0] == "call a:1" and log[-1] == "call b:1"
+    assert "drop a:1" in log  # the connection to the server going away is not reused
+    assert ("probe a:1" in log) is (status in ("StatusCode.NOT_FOUND", "StatusCode.DEADLINE_EXCEEDED"))
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "expected"),
+    [
+        ("Request for unknown model: 'enrich' is not found", "StatusCode.NOT_FOUND", ModelNotReadyError),
+        ("Deadline Exceeded", "StatusCode.DEADLINE_EXCEEDED", InferenceTimeoutError),
+    ],
+)
+def test_failover_steps_raise_at_once_when_server_is_healthy(error, status, expected):
+    with pytest.raises(expected):
+        _drive({"a:1": [_ise(error, status)]}, {"a:1": True, "b:1": True}, RetryPolicy(retries=3))
+
+
+def test_failover_steps_never_retry_or_probe_when_input_is_invalid():
+    steps = failover_steps(RetryPolicy(retries=3), [A, B], model="enrich")
+    assert next(steps).kind == "call"
+    with pytest.raises(InvalidInputError, match="corrupt"):
+        steps.send(_ise("corrupt JPEG", "StatusCode.INVALID_ARGUMENT"))
+
+
+def test_failover_steps_stop_at_the_overall_deadline_when_every_server_is_down(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr("enrichment_light.client.transport.time.monotonic", lambda: now[0])
+    steps = failover_steps(RetryPolicy(retries=50, backoff_s=1.0, deadline_s=5.0), [A, B], model="pose")
+    step, calls = next(steps), 0
+    with pytest.raises(ServerUnavailableError):
+        while True:
+            if step.kind == "sleep":
+                now[0] += step.seconds
+                step = next(steps)
+            elif step.kind == "call":
+                calls += 1
+                now[0] += 0.5
+                step = steps.send(_ise(REFUSED, "StatusCode.UNAVAILABLE"))
+            else:
+                step = next(steps)
+    assert now[0] - 100.0 <= 5.0 + 0.5  # one attempt may start just before the deadline
+    assert 2 < calls < 10
+
+
+@pytest.mark.parametrize("kind", ["sync", "asyncio"])
+def test_client_call_fails_over_to_second_url_when_first_is_shutting_down(kind, monkeypatch):
+    """Both clients drive the same decisions: NOT_FOUND from a draining server -> probe -> next URL."""
+    import asyncio
+
+    from enrichment_light.client import EnrichmentClient
+    from enrichment_light.client.aio import AsyncEnrichmentClient
+
+    calls: list[str] = []
+
+    def outcome(endpoint: Endpoint) -> str:
+        calls.append(endpoint.url)
+        if endpoint.url.endswith(":1"):
+            raise _ise("Request for unknown model: 'pose' has no available versions", "StatusCode.NOT_FOUND")
+        return "ok"
+
+    urls = ["127.0.0.1:1", "127.0.0.1:2"]
+    if kind == "sync":
+        monkeypatch.setattr(EnrichmentClient, "_probe_ready", lambda self, e: False)
+        with EnrichmentClient(urls, retries=0) as client:
+            results = [client._call(lambda raw, e: outcome(e), model="pose") for _ in range(4)]
+            assert "127.0.0.1:1" not in client._grpc  # dropped
+    else:
+
+        async def probe(self, e):
+            return False
+
+        async def fn(raw, e):
+            return outcome(e)
+
+        async def run() -> list[str]:
+            async with AsyncEnrichmentClient(urls, retries=0) as client:
+                out = [await client._call(fn, model="pose") for _ in range(4)]
+                assert "127.0.0.1:1" not in client._clients
+                return out
+
+        monkeypatch.setattr(AsyncEnrichmentClient, "_probe_ready", probe)
+        results = asyncio.run(run())
+    assert results == ["ok"] * 4
+    assert calls.count("127.0.0.1:2") == 4 and calls.count("127.0.0.1:1") == 2  # round-robin start on :1 twice

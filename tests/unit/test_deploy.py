@@ -620,6 +620,38 @@ def test_k8s_deployment_probes_live_and_ready_endpoints(k8s_base):
         assert ports[container[probe]["httpGet"]["port"]] == contract.HTTP_PORT
 
 
+def _flag(args: list[str], name: str) -> list[str]:
+    return [a.split("=", 1)[1] for a in args if a.startswith(f"{name}=")]
+
+
+def test_k8s_deployment_drains_in_prestop_through_a_writable_gate_repository(k8s_base):
+    pod = by_kind(k8s_base, "Deployment")["spec"]["template"]["spec"]
+    container = _triton_container(k8s_base)
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[:2] == ["enrichment-light", "drain"]
+    from enrichment_light.cli import build_parser
+
+    drain = build_parser().parse_args(command[1:])  # the command parses with the CLI it calls
+    assert drain.url == f"127.0.0.1:{contract.HTTP_PORT}"
+    assert str(drain.gate_repository) in _flag(container["args"], "--model-repository")
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    gate_volume = mounts[str(drain.gate_repository)]
+    assert not gate_volume.get("readOnly", False)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert "emptyDir" in volumes[gate_volume["name"]]  # empty at start: the gate model is only written by drain
+    assert "explicit" in _flag(container["args"], "--model-control-mode")  # the drain unloads through the API
+
+
+def test_k8s_termination_grace_exceeds_drain_plus_exit_timeout(k8s_base):
+    pod = by_kind(k8s_base, "Deployment")["spec"]["template"]["spec"]
+    container = _triton_container(k8s_base)
+    from enrichment_light.cli import build_parser
+
+    drain = build_parser().parse_args(container["lifecycle"]["preStop"]["exec"]["command"][1:])
+    (exit_timeout,) = (int(v) for v in _flag(container["args"], "--exit-timeout-secs"))
+    assert pod["terminationGracePeriodSeconds"] > drain.timeout_s + exit_timeout
+
+
 def test_k8s_deployment_runs_non_root_with_read_only_repository(k8s_base):
     pod = by_kind(k8s_base, "Deployment")["spec"]["template"]["spec"]
     container = _triton_container(k8s_base)
@@ -698,8 +730,9 @@ def test_k8s_hpa_scales_on_adapter_metric_of_inference_models(k8s_base):
 
 def test_k8s_s3_overlay_reads_repository_from_s3_with_secret_credentials(k8s_s3):
     container = _triton_container(k8s_s3)
-    (repository,) = flag_values(container["args"], "--model-repository")
+    repository, *others = flag_values(container["args"], "--model-repository")
     assert repository.startswith("s3://")
+    assert others == ["/drain-gate"]  # only the drain's local, empty gate repository besides the bucket
     assert container["envFrom"] == [{"secretRef": {"name": "enrichment-s3-credentials"}}]
     mount_dir = {e["name"]: e.get("value") for e in container["env"]}["TRITON_AWS_MOUNT_DIRECTORY"]
     assert mount_dir in {m["mountPath"] for m in container["volumeMounts"]}

@@ -82,8 +82,7 @@ def test_public_names_import_without_warning_when_using_documented_paths() -> No
     assert done.returncode == 0, done.stderr
 
 
-# server.py is replaced by devserver/ in a parallel change (it still imports enrichment_light.errors).
-_NOT_YET_MIGRATED = {"enrichment_light.server"}
+_NOT_YET_MIGRATED: set[str] = set()
 
 
 def test_package_modules_import_without_deprecation_warning_when_imported_fresh() -> None:

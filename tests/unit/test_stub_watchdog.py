@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from enrichment_light import server as srv
-from enrichment_light.server import StubProcess, StubWatchdog, _StubBook
+from enrichment_light.devserver import watchdog as srv
+from enrichment_light.devserver.watchdog import StubProcess, StubWatchdog, _StubBook
 
 
 def _stub(pid: int, model: str = "pose_postprocess", index: int = 0) -> StubProcess:

@@ -34,7 +34,7 @@ from enrichment_light.client.model_config import BackendInfo, backend_from_confi
 from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
 from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
 from enrichment_light.client.sync import CLIENT_MODELS
-from enrichment_light.client.transport import Endpoint, translate_error
+from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
 
@@ -72,6 +72,7 @@ class AsyncEnrichmentClient(ClientBase):
         )
         self._clients: dict[str, Any] = {}
         self._register_lock: asyncio.Lock | None = None
+        self._retired: list[Any] = []
 
     async def __aenter__(self) -> AsyncEnrichmentClient:
         return self
@@ -94,7 +95,8 @@ class AsyncEnrichmentClient(ClientBase):
                     await raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         self._core.closed = True
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients = list(self._clients.values()) + self._retired, {}
+        self._retired = []
         for c in clients:
             with contextlib.suppress(Exception):
                 await c.close()
@@ -121,25 +123,53 @@ class AsyncEnrichmentClient(ClientBase):
         return client
 
     async def _call(self, fn: Callable[[Any, Endpoint], Awaitable[T]], *, model: str | None = None) -> T:
-        policy = self._core.policy
-        last: EnrichmentError | None = None
-        cause: BaseException | None = None
-        for round_index in range(policy.retries + 1):
-            if round_index:
-                await asyncio.sleep(policy.delay_s(round_index))
-            for i in self._core.round_robin.order():
-                endpoint = self._core.endpoints[i]
+        """Await ``fn(raw_client, endpoint)`` with translation, fail-over and retries (:func:`failover_steps`)."""
+        endpoints = [self._core.endpoints[i] for i in self._core.round_robin.order()]
+        steps = failover_steps(self._core.policy, endpoints, model=model)
+        step = next(steps)
+        while True:
+            assert step.endpoint is not None or step.kind == "sleep"
+            if step.kind == "call":
+                raw = None
                 try:
-                    return await fn(self._raw_client(endpoint), endpoint)
+                    raw = self._raw_client(step.endpoint)
+                    return await fn(raw, step.endpoint)
                 except Exception as err:
-                    mapped = translate_error(err, url=str(endpoint), model=model)
-                    if not policy.retryable(mapped):
-                        if mapped is err:
-                            raise
-                        raise mapped from err
-                    last, cause = mapped, err
-        assert last is not None
-        raise last from cause
+                    if getattr(getattr(raw, "_stub", None), "closed", False):  # dropped by another task mid-call
+                        err = ConnectionResetError(f"connection dropped while the server goes away ({err})")
+                    step = steps.send(err)
+            elif step.kind == "probe":
+                step = steps.send(await self._probe_ready(step.endpoint))
+            elif step.kind == "drop":
+                old = self._clients.pop(step.endpoint.url, None)
+                if old is not None and self.protocol == "http":  # kept-alive connections would delay its exit
+                    with contextlib.suppress(Exception):
+                        await old.close()
+                elif old is not None:  # a gRPC channel other tasks may hold: closed with the client
+                    self._retired.append(old)
+                step = next(steps)
+            else:
+                await asyncio.sleep(step.seconds)
+                step = next(steps)
+
+    async def _probe_ready(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` answers "ready" within a short timeout, on a fresh connection."""
+        timeout = min(2.0, self._core.timeout_s or 2.0)
+        module = self._module()
+        try:
+            if self.protocol == "grpc":
+                raw = module.InferenceServerClient(endpoint.url)
+                try:
+                    return bool(await raw.is_server_ready(client_timeout=timeout))
+                finally:
+                    await raw.close()
+            raw = module.InferenceServerClient(endpoint.url, conn_timeout=timeout)
+            try:
+                return bool(await asyncio.wait_for(raw.is_server_ready(), timeout))
+            finally:
+                await raw.close()
+        except Exception:
+            return False
 
     async def _infer(self, request: Request) -> dict[str, np.ndarray]:
         module, http, core = self._module(), self.protocol == "http", self._core

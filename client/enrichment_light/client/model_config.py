@@ -23,6 +23,9 @@ class BackendInfo:
         runner: ``"native"`` for a Triton backend, ``"python"`` when the Python backend hosts it.
         device: ``"gpu"`` or ``"cpu"`` from the instance group (``"unknown"`` when unset).
         manifest: The model's entry in ``repository.json`` when one was found, else ``{}``.
+        precision: ``"fp32"``, ``"int8"`` or ``"fp16"``: the ``precision`` config parameter, else
+            the manifest's, else ``"fp32"`` for a network (the repository builder writes the
+            parameter for every other precision); ``"-"`` for models without a network.
     """
 
     model: str
@@ -31,6 +34,7 @@ class BackendInfo:
     runner: str
     device: str
     manifest: Mapping[str, Any] = field(default_factory=dict)
+    precision: str = "unknown"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict."""
@@ -40,6 +44,7 @@ class BackendInfo:
             "platform": self.platform,
             "runner": self.runner,
             "device": self.device,
+            "precision": self.precision,
             "manifest": dict(self.manifest),
         }
 
@@ -97,4 +102,7 @@ def backend_from_config(config: Mapping[str, Any], manifest: Mapping[str, Any] |
         device = "cpu"
     else:
         device = "unknown"
-    return BackendInfo(name, backend, platform, runner, device, dict(manifest or {}))
+    precision = params.get("precision") or str((manifest or {}).get("precision") or "")
+    if not precision:
+        precision = "fp32" if backend in ("tensorrt", "onnxruntime") else "-"
+    return BackendInfo(name, backend, platform, runner, device, dict(manifest or {}), precision.lower())

@@ -130,7 +130,9 @@ class ClientCore:
         if timeout_s is not None and not timeout_s > 0:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
         self.timeout_s = None if timeout_s is None else float(timeout_s)
-        self.policy = RetryPolicy(retries=int(retries), backoff_s=float(backoff_s))
+        # one overall deadline per call: room for one attempt to time out on a silent server and one elsewhere
+        deadline_s = None if self.timeout_s is None else 2 * self.timeout_s
+        self.policy = RetryPolicy(retries=int(retries), backoff_s=float(backoff_s), deadline_s=deadline_s)
         self.version = "" if version in (None, "") else str(version)
         if transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {TRANSPORTS}, got {transport!r}")

@@ -30,7 +30,7 @@ from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
 from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
 from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
-from enrichment_light.client.transport import Endpoint, translate_error
+from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import (
     EnrichmentError,
@@ -54,8 +54,11 @@ class EnrichmentClient(ClientBase):
             (8000) port.
         protocol: ``"grpc"`` (default) or ``"http"``.
         timeout_s: Per-request deadline in seconds (gRPC deadline; HTTP socket timeout).
-        retries: Extra rounds over all servers after ``ServerUnavailableError`` or
-            ``ModelRestartingError`` (a model whose stub is being restarted); nothing else is retried.
+        retries: Extra rounds over all servers. Retried: a server that is down, refusing, resetting or
+            shutting down (``ServerUnavailableError``), a model whose stub is being restarted
+            (``ModelRestartingError``), and a not-ready model or a timeout when that server then
+            answers "not ready" or nothing. Invalid input and an unknown model on a healthy server are
+            raised at once. One call never takes longer than ``2 * timeout_s`` in all.
         backoff_s: Wait before the first retry round, doubled for each further round.
         version: Model version to request (default: the server's version policy).
         transport: ``"bytes"`` (default) sends encoded images to the server-side ensembles.
@@ -109,7 +112,8 @@ class EnrichmentClient(ClientBase):
         self._lock = threading.Lock()
         self._grpc: dict[str, Any] = {}
         self._http_local = threading.local()
-        self._http_all: list[Any] = []
+        self._http_all: list[tuple[str, Any]] = []  # (url, client) of every thread
+        self._retired: list[Any] = []
 
     # -- properties and lifecycle --------------------------------------------------------------
 
@@ -145,9 +149,9 @@ class EnrichmentClient(ClientBase):
                     raw.unregister_system_shared_memory(name, headers=self._admin_headers)
             shm.destroy_all()
         with self._lock:
-            clients = list(self._grpc.values()) + self._http_all
+            clients = list(self._grpc.values()) + [c for _, c in self._http_all] + self._retired
             self._grpc.clear()
-            self._http_all = []
+            self._http_all, self._retired = [], []
         for c in clients:
             with contextlib.suppress(Exception):
                 c.close()
@@ -172,10 +176,10 @@ class EnrichmentClient(ClientBase):
             return client
         per_thread = self._http_local.__dict__.setdefault("clients", {})
         client = per_thread.get(endpoint.url)
-        if client is None:
+        if client is None or client._closed:  # closed by _drop_client in another thread
             client = per_thread[endpoint.url] = self._new_raw_client(endpoint)
             with self._lock:
-                self._http_all.append(client)
+                self._http_all.append((endpoint.url, client))
         return client
 
     def _new_raw_client(self, endpoint: Endpoint) -> Any:
@@ -185,26 +189,65 @@ class EnrichmentClient(ClientBase):
         return self._module().InferenceServerClient(endpoint.url, connection_timeout=timeout, network_timeout=timeout)
 
     def _call(self, fn: Callable[[Any, Endpoint], T], *, model: str | None = None) -> T:
-        """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries."""
-        policy = self._core.policy
-        last: EnrichmentError | None = None
-        cause: BaseException | None = None
-        for round_index in range(policy.retries + 1):
-            if round_index:
-                time.sleep(policy.delay_s(round_index))
-            for i in self._core.round_robin.order():
-                endpoint = self._core.endpoints[i]
+        """Run ``fn(raw_client, endpoint)`` with error translation, fail-over and retries (:func:`failover_steps`)."""
+        endpoints = [self._core.endpoints[i] for i in self._core.round_robin.order()]
+        steps = failover_steps(self._core.policy, endpoints, model=model)
+        step = next(steps)
+        while True:
+            assert step.endpoint is not None or step.kind == "sleep"
+            if step.kind == "call":
+                raw = None
                 try:
-                    return fn(self._raw_client(endpoint), endpoint)
+                    raw = self._raw_client(step.endpoint)
+                    return fn(raw, step.endpoint)
                 except Exception as err:
-                    mapped = translate_error(err, url=str(endpoint), model=model)
-                    if not policy.retryable(mapped):
-                        if mapped is err:
-                            raise
-                        raise mapped from err
-                    last, cause = mapped, err
-        assert last is not None
-        raise last from cause
+                    if getattr(raw, "_closed", False):  # dropped by another thread mid-call: that server went away
+                        err = ConnectionResetError(f"connection dropped while the server goes away ({err})")
+                    step = steps.send(err)
+            elif step.kind == "probe":
+                step = steps.send(self._probe_ready(step.endpoint))
+            elif step.kind == "drop":
+                self._drop_client(step.endpoint)
+                step = next(steps)
+            else:
+                time.sleep(step.seconds)
+                step = next(steps)
+
+    def _probe_ready(self, endpoint: Endpoint) -> bool:
+        """Whether `endpoint` answers "ready" within a short timeout, on a fresh connection."""
+        timeout = min(2.0, self._core.timeout_s or 2.0)
+        try:
+            if self.protocol == "grpc":
+                with contextlib.closing(self._module().InferenceServerClient(endpoint.url)) as raw:
+                    return bool(raw.is_server_ready(client_timeout=timeout))
+            client = self._module().InferenceServerClient(
+                endpoint.url, connection_timeout=timeout, network_timeout=timeout
+            )
+            with contextlib.closing(client) as raw:
+                return bool(raw.is_server_ready())
+        except Exception:
+            return False
+
+    def _drop_client(self, endpoint: Endpoint) -> None:
+        """Forget the connection to a server that went away: the next call connects afresh.
+
+        HTTP: every thread's client for it is closed (a kept-alive connection to a stopping server is never
+        reused, and Triton does not wait out its exit timeout for idle ones). gRPC: the shared client is
+        replaced, not closed (other threads may be using it; it is closed with the client), so a restarted
+        server is reached without waiting out gRPC's reconnect backoff.
+        """
+        if self.protocol == "grpc":
+            with self._lock:
+                old = self._grpc.pop(endpoint.url, None)
+                if old is not None:
+                    self._retired.append(old)
+            return
+        with self._lock:  # every thread's connection to it, idle ones included (they would keep Triton waiting)
+            dropped = [c for url, c in self._http_all if url == endpoint.url]
+            self._http_all = [(url, c) for url, c in self._http_all if url != endpoint.url]
+        for client in dropped:
+            with contextlib.suppress(Exception):
+                client.close()
 
     def _infer(self, request: Request) -> dict[str, np.ndarray]:
         module, http, core = self._module(), self.protocol == "http", self._core
@@ -487,18 +530,23 @@ class EnrichmentClient(ClientBase):
         """Liveness, readiness and, per model of the contract, readiness and backend.
 
         Returns:
-            ``{"urls", "live", "ready", "models": {name: {"ready", "backend", "device"}}}``; never
-            raises for an unreachable server (``live`` is then ``False``).
+            ``{"urls", "live", "ready", "models": {name: {"ready", "backend", "device",
+            "precision"}}}``; never raises for an unreachable server (``live`` is then ``False``).
         """
         live = self.is_server_live()
         report: dict[str, Any] = {"urls": self.urls, "live": live, "ready": live and self.is_server_ready()}
         models: dict[str, Any] = {}
         for name in ct.ALL_MODELS:
-            entry: dict[str, Any] = {"ready": live and self.is_model_ready(name), "backend": "-", "device": "-"}
+            entry: dict[str, Any] = {
+                "ready": live and self.is_model_ready(name),
+                "backend": "-",
+                "device": "-",
+                "precision": "-",
+            }
             if entry["ready"]:
                 try:
                     info = backend_from_config(self._config(name))
-                    entry["backend"], entry["device"] = info.backend, info.device
+                    entry["backend"], entry["device"], entry["precision"] = info.backend, info.device, info.precision
                 except EnrichmentError:
                     pass
             models[name] = entry

@@ -3,8 +3,8 @@
 - :func:`translate_error` maps every tritonclient, gRPC, HTTP and socket error onto the package's
   hierarchy, keeping the server's own words.
 - :class:`Endpoints` parses URLs and hands out round-robin start positions for fail-over.
-- :class:`RetryPolicy` decides what to retry (``ServerUnavailableError`` and
-  ``ModelRestartingError``, nothing else) and how long to wait between rounds.
+- :class:`RetryPolicy` and :func:`failover_steps` decide, for the sync and the asyncio client alike,
+  what is retried on which server, when a connection is dropped and when to give up (docs/resilience.md).
 - :class:`ShmPool` owns the system shared-memory regions of the ``shm`` transport.
 
 Thread safety of tritonclient (checked in its 2.51 source): the gRPC client is thread-safe except
@@ -21,9 +21,11 @@ import os
 import re
 import socket
 import threading
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -50,6 +52,10 @@ _MODEL_NOT_READY = re.compile(
 # Triton 2.51 (INTERNAL, gRPC and HTTP alike) for a model whose Python-backend stub died; may come
 # wrapped as "in ensemble 'pose', Stub process 'pose_postprocess_0_0' is not healthy."
 _STUB_NOT_HEALTHY = re.compile(r"Stub process '[^']*' is not healthy", re.IGNORECASE)
+# Triton 2.51's words for a server on its way out: IsReady/ModelIsReady/InferAsync while exiting, a stopped
+# dynamic batcher ("Server is stopping, scheduler for model has stopped accepting new inference requests"),
+# also when wrapped by enrich's inner BLS calls as INTERNAL.
+_GOING_AWAY = re.compile(r"Server not ready|Server exiting|Server is stopping|stopped accepting new", re.IGNORECASE)
 _GRPC_UNAVAILABLE = "StatusCode.UNAVAILABLE"
 _STATUS_CLASSES: dict[str, type[EnrichmentError]] = {
     "StatusCode.DEADLINE_EXCEEDED": InferenceTimeoutError,
@@ -99,6 +105,8 @@ def translate_error(err: BaseException, *, url: str, model: str | None = None) -
         return AccessDeniedError(f"{where}: {text} (pass admin_key= or set ${ADMIN_KEY_ENV})")
     if _SHM_UNREACHABLE.search(text):
         return EnrichmentError(f"{where}: {text}: {SHM_NAMESPACE_HINT}")  # not retryable: a deployment fix
+    if _GOING_AWAY.search(text):
+        return ServerUnavailableError(f"{where}: {text} (the server is shutting down)")
     if _STUB_NOT_HEALTHY.search(text):
         return ModelRestartingError(f"{where}: {text} (the model's stub process died; it is being reloaded)")
     if status in (_GRPC_UNAVAILABLE, "502", "503"):
@@ -137,7 +145,8 @@ def _status_and_text(err: BaseException) -> tuple[str | None, str]:
 def _class_for_exception(err: BaseException) -> type[EnrichmentError]:
     if isinstance(err, (TimeoutError, socket.timeout, asyncio.TimeoutError)) or "Timeout" in type(err).__name__:
         return InferenceTimeoutError
-    if isinstance(err, (ConnectionError, OSError)) or "Connect" in type(err).__name__:
+    # aiohttp's ServerDisconnectedError, geventhttpclient's HTTPConnectionClosed and the like
+    if isinstance(err, (ConnectionError, OSError)) or any("connect" in c.__name__.lower() for c in type(err).__mro__):
         return ServerUnavailableError
     return EnrichmentError
 
@@ -219,34 +228,114 @@ class RoundRobin:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Retry on UNAVAILABLE and on a model whose stub is being restarted; nothing else.
+    """Which errors are retried, how long to wait between rounds, and the overall deadline.
 
-    Retried: :class:`ServerUnavailableError` and :class:`ModelRestartingError` (a dead Python-backend stub,
-    which the embedded server's watchdog reloads within seconds). Each round tries every endpoint once,
-    then the policy backs off.
+    Retried at once: :class:`ServerUnavailableError` (refused, reset, UNAVAILABLE, a server shutting down)
+    and :class:`ModelRestartingError` (a dead Python-backend stub being reloaded). Retried only when that
+    server then answers "not ready" or does not answer: :class:`ModelNotReadyError` (an unloaded model on a
+    draining server) and :class:`InferenceTimeoutError` (a stopping server that does not answer). Everything
+    else (invalid input, an unknown model on a healthy server) is raised at once.
 
     Attributes:
         retries: Extra rounds after the first (0 = no retry, but still fail over across URLs).
         backoff_s: Wait before the second round; doubled for each further round.
+        deadline_s: Overall budget of one call (all attempts and waits); None = no limit beyond ``retries``.
     """
 
     retries: int = 2
     backoff_s: float = 0.1
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.retries < 0:
             raise ValueError(f"retries must be >= 0, got {self.retries}")
         if self.backoff_s < 0:
             raise ValueError(f"backoff_s must be >= 0, got {self.backoff_s}")
+        if self.deadline_s is not None and not self.deadline_s > 0:
+            raise ValueError(f"deadline_s must be > 0 or None, got {self.deadline_s}")
 
     @staticmethod
     def retryable(error: EnrichmentError) -> bool:
-        """True for the errors a further round may cure."""
+        """True for the errors retried without asking the server."""
         return isinstance(error, (ServerUnavailableError, ModelRestartingError))
+
+    @staticmethod
+    def needs_probe(error: EnrichmentError) -> bool:
+        """True for the errors retried only when the server is not ready (or silent)."""
+        return isinstance(error, (ModelNotReadyError, InferenceTimeoutError)) and not isinstance(
+            error, ModelRestartingError
+        )
 
     def delay_s(self, round_index: int) -> float:
         """Seconds to wait before round `round_index` (1-based for the first retry)."""
         return self.backoff_s * (2 ** (round_index - 1))
+
+
+@dataclass(frozen=True)
+class Step:
+    """One thing :func:`failover_steps` asks its driver to do.
+
+    ``call``: run the request on `endpoint` and send back the exception (the generator ends on success).
+    ``probe``: send back whether `endpoint` answers "ready" (False when it does not answer).
+    ``drop``: forget the connection to `endpoint` (a new one is made on next use). ``sleep``: wait `seconds`.
+    """
+
+    kind: Literal["call", "probe", "drop", "sleep"]
+    endpoint: Endpoint | None = None
+    seconds: float = 0.0
+
+
+def failover_steps(
+    policy: RetryPolicy, endpoints: Sequence[Endpoint], *, model: str | None = None
+) -> Generator[Step, object, None]:
+    """The retry and fail-over decisions of one call, free of I/O (the sync and asyncio clients drive it).
+
+    Each round tries every endpoint once, in the given order; rounds are separated by the policy's backoff.
+    A failure is translated (:func:`translate_error`) and then raised at once, retried, or retried only
+    after a readiness probe of that server says it is going away. A connection that failed as unavailable or
+    silent is dropped. When the retries or the deadline run out, the last error is raised.
+
+    Args:
+        policy: The retry policy.
+        endpoints: The endpoints in this call's order (round-robin start).
+        model: The model, for the error messages.
+
+    Yields:
+        :class:`Step` s; ``call`` and ``probe`` expect the driver to send back the exception or the answer.
+
+    Raises:
+        EnrichmentError: The error to give the caller (``raise ... from`` the original).
+    """
+    deadline = None if policy.deadline_s is None else time.monotonic() + policy.deadline_s
+    last: EnrichmentError | None = None
+    cause: BaseException | None = None
+    for round_index in range(policy.retries + 1):
+        if round_index:
+            wait_s = policy.delay_s(round_index)
+            if deadline is not None and time.monotonic() + wait_s >= deadline:
+                break
+            yield Step("sleep", seconds=wait_s)
+        for endpoint in endpoints:
+            if last is not None and deadline is not None and time.monotonic() >= deadline:
+                break
+            err = yield Step("call", endpoint)
+            assert isinstance(err, BaseException)
+            mapped = translate_error(err, url=str(endpoint), model=model)
+            retry = policy.retryable(mapped)
+            if not retry and policy.needs_probe(mapped):
+                ready = yield Step("probe", endpoint)
+                if not ready:
+                    retry = True
+                    mapped = ServerUnavailableError(f"{mapped} (the server is not ready: shutting down or silent)")
+            if not retry:
+                if mapped is err:
+                    raise err
+                raise mapped from err
+            if isinstance(mapped, ServerUnavailableError):
+                yield Step("drop", endpoint)
+            last, cause = mapped, err
+    assert last is not None
+    raise last from cause
 
 
 def shm_key(name: str) -> str:

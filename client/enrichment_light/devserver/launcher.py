@@ -1,0 +1,711 @@
+"""The embedded Triton server: the real ``tritonserver`` of the nvidia-pytriton wheel, on the CPU, no Docker.
+
+:class:`EmbeddedServer` starts it from a :func:`~enrichment_light.devserver.home.prepare_server_home` layout
+on free (or given) loopback ports, waits until *its own* process answers ready, drains it on stop (see
+:meth:`EmbeddedServer.drain` and docs/resilience.md) and ends its stub processes. :func:`serve_forever` is
+the CLI building block. Health, metadata and repository calls go through ``tritonclient.http`` (imported on
+first use: importing this module imports neither tritonclient nor pytriton).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from enrichment_light.core.errors import ServerStartError
+from enrichment_light.devserver import procfs
+from enrichment_light.devserver.home import ServerHome, prepare_server_home
+from enrichment_light.devserver.spawn import spawn
+from enrichment_light.devserver.watchdog import DEFAULT_WATCHDOG_INTERVAL_S, StubWatchdog
+
+ModelControl = Literal["none", "poll", "explicit"]
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STARTUP_TIMEOUT_S = 60.0
+DEFAULT_STOP_TIMEOUT_S = 15.0
+DEFAULT_EXIT_TIMEOUT_S = 10.0
+GATE_MODEL = "enrichment_light_draining"  # loaded (and failing) to turn strict readiness off
+_SHM_PREFIX = "triton_python_backend_shm_region_"
+_SHM_PREFIX_FLAG = "shm-region-prefix-name="
+_RESTART_PARAMETER = "enrichment_light_stub_restart"
+_ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
+_BUSY = {"READY", "LOADING", "UNLOADING"}
+_POLL_S = 0.05
+logger = logging.getLogger("enrichment_light.server")
+
+
+def find_free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port that is free on ``host`` right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def check_port_free(host: str, port: int, *, what: str = "port") -> None:
+    """Raise :class:`ServerStartError` (saying what to do) unless ``port`` can be bound on ``host``."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise ServerStartError(
+                f"{what} {port} on {host} is not available ({err.strerror}). Another server (perhaps another "
+                f"Triton) is using it: stop it (e.g. `ss -ltnp 'sport = :{port}'` shows who), or choose another "
+                "port, or pass 0 to pick a free one."
+            ) from err
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """What :meth:`EmbeddedServer.drain` did.
+
+    Attributes:
+        unready_s: Seconds until the readiness endpoint answered "not ready".
+        drained_s: Seconds until every model was unloaded (or the budget ran out).
+        waves: The models unloaded, callers first.
+        complete: False when the budget ran out with models still loaded.
+        left: The models still loaded then.
+    """
+
+    unready_s: float
+    drained_s: float
+    waves: tuple[tuple[str, ...], ...]
+    complete: bool
+    left: tuple[str, ...] = ()
+
+
+def triton_api(url: str, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
+    """Run ``call`` on a fresh ``tritonclient.http`` client for ``url`` (``host:port``).
+
+    Returns:
+        ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, or ``(False, None)`` when
+        nothing answered.
+    """
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        with httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s) as client:
+            return True, call(client)
+    except InferenceServerException as err:
+        return False, f"{err.status()}: {err.message()}"[:300]
+    except Exception:  # refused, reset, timed out: no answer
+        return False, None
+
+
+def drain_server(
+    http_url: str, *, gate_repository: str | Path, timeout_s: float, headers: Mapping[str, str] | None = None
+) -> DrainReport:
+    """Take a Triton server (explicit model control) out of service without failing a request.
+
+    1. Readiness turns false at once: a model with no version (the *gate*) is written to ``gate_repository``
+       (one of the server's ``--model-repository`` folders) and loaded; the load fails and, with strict
+       readiness, the server answers "not ready" while every real model keeps serving.
+    2. Models are unloaded in waves, callers first (a model no remaining ensemble uses goes before the models
+       its steps use; BLS callees must also be ensemble steps, as ``enrich``'s are), each wave waiting until
+       Triton has released it, i.e. until its in-flight requests, including inner BLS calls, have finished.
+    3. Triton then has nothing left to wait for: SIGTERM makes it exit 0 (docs/resilience.md explains the
+       crash when its exit timeout expires with models still loaded).
+
+    Args:
+        http_url: ``host:port`` of the HTTP endpoint.
+        gate_repository: A writable folder the server was started with as a model repository.
+        timeout_s: Budget; what is still loaded then is left to Triton's own shutdown.
+        headers: Headers for restricted repository APIs (e.g. ``{"admin-key": ...}``).
+
+    Returns:
+        The :class:`DrainReport`.
+    """
+    started = time.monotonic()
+    deadline = started + timeout_s
+    headers = dict(headers or {})
+    api = lambda call: triton_api(http_url, call)  # noqa: E731
+    gate = Path(gate_repository) / GATE_MODEL
+    gate.mkdir(parents=True, exist_ok=True)
+    (gate / "config.pbtxt").write_text(f'name: "{GATE_MODEL}"\nbackend: "python"\n')
+    api(lambda c: c.load_model(GATE_MODEL, headers=headers))  # fails on purpose: no version
+    unready_s = time.monotonic() - started
+    index = lambda: api(lambda c: c.get_model_repository_index(headers=headers))  # noqa: E731
+    ok, entries = index()
+    loaded = {e["name"] for e in entries if e.get("state") in _BUSY} if ok else set()
+    steps: dict[str, set[str]] = {}
+    for model in loaded:
+        ok, config = api(lambda c, m=model: c.get_model_config(m, headers=headers))
+        steps[model] = {
+            s.get("model_name") for s in (config if ok else {}).get("ensemble_scheduling", {}).get("step", [])
+        }
+    waves, remaining = [], set(loaded)
+    while remaining and time.monotonic() < deadline:
+        wave = sorted(remaining - set().union(*(steps[m] for m in remaining))) or sorted(remaining)
+        for model in wave:
+            api(lambda c, m=model: c.unload_model(m, headers=headers))
+        while time.monotonic() < deadline:
+            ok, entries = index()
+            if ok and not any(e.get("name") in wave and e.get("state") in _BUSY for e in entries):
+                break
+            time.sleep(_POLL_S)
+        waves.append(tuple(wave))
+        remaining -= set(wave)
+    return DrainReport(unready_s, time.monotonic() - started, tuple(waves), not remaining, tuple(sorted(remaining)))
+
+
+_LIVE_SERVERS: set[EmbeddedServer] = set()
+
+
+@atexit.register
+def _stop_live_servers() -> None:
+    for server in list(_LIVE_SERVERS):
+        with contextlib.suppress(Exception):
+            server.stop(timeout_s=5.0)
+
+
+class EmbeddedServer:
+    """A real ``tritonserver`` process serving a model repository on the CPU (a context manager).
+
+    ``start()`` returns once *this* process answers ready on every port. Ports ``None``/``0`` are picked free;
+    given ones are bind-tested first. The process runs in its own session and gets SIGTERM when this Python
+    process dies (:mod:`~enrichment_light.devserver.spawn`, no ``preexec_fn``). Its output goes to ``log_path``.
+
+    Args:
+        model_repository: One repository directory, or several.
+        host: Address the endpoints bind to.
+        http_port: HTTP port (``None``/``0``: a free one).
+        grpc_port: gRPC port (``None``/``0``: a free one).
+        metrics_port: Metrics port (``None``/``0``: a free one).
+        allow_metrics: Serve the metrics endpoint.
+        model_control: ``none``, ``poll`` or ``explicit`` (Triton ``--model-control-mode``). Only ``explicit``
+            can drain gracefully (the drain uses the repository API).
+        load_models: Models to load at start (``explicit`` only; ``"*"`` = all).
+        repository_poll_s: Poll interval for ``poll``.
+        exit_on_error: Fail the start when a model fails to load.
+        strict_readiness: Ready only when every model is ready (also what the drain's readiness gate uses).
+        auto_complete_config: Let backends complete config.pbtxt.
+        log_verbose: Triton ``--log-verbose`` level.
+        log_path: Server log; defaults to ``tritonserver.log`` in a new temporary directory.
+        startup_timeout_s: Longest wait for readiness before the process is killed.
+        exit_timeout_s: Budget of the drain, and Triton's ``--exit-timeout-secs`` after it.
+        stop_timeout_s: Longest wait after SIGTERM before SIGKILL.
+        server_home: A :class:`ServerHome`; assembled on demand when omitted.
+        env: Extra environment variables for the server and its models.
+        extra_args: More ``tritonserver`` flags, appended last.
+        restart_dead_stubs: Run the :class:`StubWatchdog`; ``None``: on in ``explicit`` mode (it needs it).
+        watchdog_interval_s: Seconds between the watchdog's looks.
+    """
+
+    def __init__(
+        self,
+        model_repository: str | Path | Sequence[str | Path],
+        *,
+        host: str = DEFAULT_HOST,
+        http_port: int | None = None,
+        grpc_port: int | None = None,
+        metrics_port: int | None = None,
+        allow_metrics: bool = True,
+        model_control: ModelControl = "none",
+        load_models: Sequence[str] = (),
+        repository_poll_s: float = 5.0,
+        exit_on_error: bool = True,
+        strict_readiness: bool = True,
+        auto_complete_config: bool = False,
+        log_verbose: int = 0,
+        log_path: str | Path | None = None,
+        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
+        exit_timeout_s: float = DEFAULT_EXIT_TIMEOUT_S,
+        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        server_home: ServerHome | None = None,
+        env: Mapping[str, str] | None = None,
+        extra_args: Sequence[str] = (),
+        restart_dead_stubs: bool | None = None,
+        watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
+    ) -> None:
+        repos = [model_repository] if isinstance(model_repository, str | Path) else list(model_repository)
+        if not repos:
+            raise ValueError("model_repository: expected at least one directory, got none")
+        self.model_repositories = tuple(Path(r).resolve() for r in repos)
+        for repo in self.model_repositories:
+            if not repo.is_dir():
+                raise ValueError(f"model_repository: expected an existing directory, got {str(repo)!r}")
+        if model_control not in ("none", "poll", "explicit"):
+            raise ValueError(f"model_control: expected 'none', 'poll' or 'explicit', got {model_control!r}")
+        if restart_dead_stubs and model_control != "explicit":
+            raise ValueError(
+                "restart_dead_stubs=True needs model_control='explicit' (the watchdog reloads models through the "
+                f"repository API, which Triton refuses in {model_control!r} mode)"
+            )
+        if watchdog_interval_s <= 0:
+            raise ValueError(f"watchdog_interval_s must be > 0, got {watchdog_interval_s}")
+        if load_models and model_control != "explicit":
+            raise ValueError(f"load_models needs model_control='explicit', got model_control={model_control!r}")
+        for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name}: expected 0..65535 or None, got {port}")
+        if min(startup_timeout_s, exit_timeout_s, stop_timeout_s) <= 0:
+            raise ValueError(
+                f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}, "
+                f"exit_timeout_s={exit_timeout_s}, stop_timeout_s={stop_timeout_s}"
+            )
+        self.host, self.allow_metrics, self.model_control = host, allow_metrics, model_control
+        self.load_models = tuple(load_models)
+        self.repository_poll_s, self.exit_on_error, self.strict_readiness = (
+            repository_poll_s,
+            exit_on_error,
+            strict_readiness,
+        )
+        self.auto_complete_config, self.log_verbose = auto_complete_config, int(log_verbose)
+        self.startup_timeout_s, self.exit_timeout_s = float(startup_timeout_s), float(exit_timeout_s)
+        self.stop_timeout_s = float(stop_timeout_s)
+        self.env, self.extra_args = dict(env or {}), tuple(extra_args)
+        self.restart_dead_stubs = model_control == "explicit" if restart_dead_stubs is None else restart_dead_stubs
+        self.watchdog_interval_s = float(watchdog_interval_s)
+        self._requested_ports = {"http": http_port or 0, "grpc": grpc_port or 0, "metrics": metrics_port or 0}
+        self._ports = dict(self._requested_ports)
+        self._server_home = server_home
+        self._log_path = Path(log_path) if log_path is not None else None
+        self._log_file: IO[bytes] | None = None
+        self._log_lock = threading.Lock()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._watchdog: StubWatchdog | None = None
+        self._stub_restarts: dict[str, int] = {}
+        self._shm_prefix = ""
+        self._gate_dir: Path | None = None
+        self.server_id = ""
+        self.startup_s: float | None = None
+        self.exit_code: int | None = None
+        self.last_drain: DrainReport | None = None
+
+    # ------------------------------------------------------------------ properties
+
+    http_port = property(lambda self: self._ports["http"], doc="The HTTP port (0 until picked).")
+    grpc_port = property(lambda self: self._ports["grpc"], doc="The gRPC port (0 until picked).")
+    metrics_port = property(lambda self: self._ports["metrics"], doc="The metrics port (0 until picked).")
+    http_url = property(lambda self: self._address(self.http_port), doc="``host:port`` of the HTTP endpoint.")
+    grpc_url = property(lambda self: self._address(self.grpc_port), doc="``host:port`` of the gRPC endpoint.")
+    metrics_url = property(lambda self: f"http://{self._address(self.metrics_port)}/metrics", doc="Metrics URL.")
+    pid = property(lambda self: self._process.pid if self._process else None, doc="``tritonserver``'s pid.")
+    log_path = property(lambda self: self._log_path, doc="The server log (None before the first start).")
+    shm_region_prefix = property(lambda self: self._shm_prefix, doc="This run's stub region prefix in /dev/shm.")
+
+    @property
+    def stub_restarts(self) -> dict[str, int]:
+        """Model -> how many times the watchdog reloaded it since the last start."""
+        return self._watchdog.counts() if self._watchdog is not None else dict(self._stub_restarts)
+
+    @property
+    def watchdog_running(self) -> bool:
+        """True while the stub watchdog's thread runs."""
+        return self._watchdog is not None and self._watchdog.is_alive()
+
+    @property
+    def home(self) -> ServerHome:
+        """The server home in use (assembled on first access)."""
+        if self._server_home is None:
+            self._server_home = prepare_server_home()
+        return self._server_home
+
+    def _address(self, port: int) -> str:
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    # ------------------------------------------------------------------ start
+
+    def __enter__(self) -> EmbeddedServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def is_running(self) -> bool:
+        """True while the ``tritonserver`` process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def _endpoints(self) -> list[str]:
+        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
+
+    def command(self) -> list[str]:
+        """The ``tritonserver`` command line for the current ports and options."""
+        flag = lambda value: str(value).lower()  # noqa: E731
+        args = [str(self.home.tritonserver), *(f"--model-repository={r}" for r in self.model_repositories)]
+        if self._gate_dir is not None:
+            args.append(f"--model-repository={self._gate_dir}")
+        args += [
+            f"--backend-directory={self.home.backend_directory}",
+            f"--id={self.server_id}",
+            f"--http-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.grpc_port}",
+            f"--allow-metrics={flag(self.allow_metrics)}",
+            "--allow-gpu-metrics=false",
+            "--pinned-memory-pool-byte-size=0",
+            f"--model-control-mode={self.model_control}",
+            f"--exit-on-error={flag(self.exit_on_error)}",
+            f"--strict-readiness={flag(self.strict_readiness)}",
+            f"--log-verbose={self.log_verbose}",
+            f"--exit-timeout-secs={max(1, round(self.exit_timeout_s))}",
+        ]
+        if not self.auto_complete_config:
+            args.append("--disable-auto-complete-config")
+        if self.allow_metrics:
+            args += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
+        if self.model_control == "poll":
+            args.append(f"--repository-poll-secs={max(1, round(self.repository_poll_s))}")
+        args += [f"--load-model={name}" for name in self.load_models]
+        if self._shm_prefix:  # one prefix per run: stop() finds every region, even of killed stubs
+            args.append(f"--backend-config=python,{_SHM_PREFIX_FLAG}{self._shm_prefix}")
+        return args + list(self.extra_args)
+
+    def start(self) -> EmbeddedServer:
+        """Start the server and wait until it is ready.
+
+        Returns:
+            self.
+
+        Raises:
+            ServerStartError: A port is busy, the process exited early, another process answered, or it was
+                not ready within ``startup_timeout_s``. The message ends with the server log's tail.
+        """
+        if self.is_running():
+            raise ServerStartError(f"this EmbeddedServer is already running (pid {self.pid}); stop() it first")
+        try:
+            self._launch()
+        except ServerStartError:  # an auto-picked port can be taken before the server binds it: retry once
+            if 0 not in self._requested_ports.values() or "already in use" not in self.log_tail():
+                raise
+            self._launch()
+        return self
+
+    def _launch(self) -> None:
+        home, labels, taken = self.home, {"http": "HTTP port", "grpc": "gRPC port", "metrics": "metrics port"}, set()
+        for kind in self._endpoints():
+            port = self._requested_ports[kind]
+            if port == 0:
+                while (port := find_free_port(self.host)) in taken:
+                    pass
+            elif port in taken:
+                raise ServerStartError(f"{labels[kind]} {port} is given for two endpoints")
+            else:
+                check_port_free(self.host, port, what=labels[kind])
+            self._ports[kind] = port
+            taken.add(port)
+        if not os.access(home.tritonserver, os.X_OK):
+            raise ServerStartError(f"could not execute {home.tritonserver}: not an executable file")
+        if self._log_path is None:
+            self._log_path = Path(tempfile.mkdtemp(prefix="enrichment-light-triton-")) / "tritonserver.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        run_id = uuid.uuid4().hex[:12]
+        self.server_id = f"enrichment-light-{run_id}"
+        own_prefix = not any(
+            a.startswith("--backend-config=python,") and _SHM_PREFIX_FLAG in a for a in self.extra_args
+        )
+        self._shm_prefix = f"{_SHM_PREFIX}{run_id}_" if own_prefix else ""  # Triton's prefix first, for tools
+        self._gate_dir = (
+            Path(tempfile.mkdtemp(prefix="enrichment-light-gate-")) if self.model_control == "explicit" else None
+        )
+        self._stub_restarts, self.exit_code, self.last_drain = {}, None, None
+        env = {**home.environment(), **self.env}
+        self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
+        started = time.monotonic()
+        self._process = spawn(
+            self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env=env, cwd=home.root, start_new_session=True,
+        )  # fmt: skip
+        _LIVE_SERVERS.add(self)
+        try:
+            self._wait_ready(self.startup_timeout_s)
+        except ServerStartError:
+            self.stop(timeout_s=min(self.stop_timeout_s, 5.0), drain=False)
+            raise
+        self.startup_s = time.monotonic() - started
+        if self.restart_dead_stubs:
+            self._watchdog = StubWatchdog(
+                self, interval_s=self.watchdog_interval_s, reload_timeout_s=max(30.0, self.startup_timeout_s)
+            )
+            self._watchdog.start()
+
+    def wait_until_ready(self, timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
+        """Block until this server answers ready.
+
+        Raises:
+            ServerStartError: The process died or is not ready in time (it is left running).
+        """
+        self._wait_ready(timeout_s)
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        if self._process is None:
+            raise ServerStartError("the server was never started")
+        deadline, last = time.monotonic() + timeout_s, "no answer yet"
+        wanted = {self._ports[k] for k in self._endpoints()}
+        headers = self._admin_headers()
+        while True:
+            if (code := self._process.poll()) is not None:
+                raise ServerStartError(self._failure(f"tritonserver exited with status {code} before it was ready"))
+            ok, answer = self._api(
+                lambda c: c.is_server_ready(headers=headers) and c.get_server_metadata(headers=headers)
+            )
+            if ok and answer:
+                if answer.get("name") != self.server_id:
+                    who = f"id {answer.get('name')!r}, expected {self.server_id!r}"
+                    raise ServerStartError(self._failure(f"another server answers on {self.http_url} ({who})"))
+                if not (missing := wanted - procfs.listening_ports(self._process.pid)):
+                    return
+                last = f"ready, but ports {sorted(missing)} are not yet listening in pid {self._process.pid}"
+            elif ok or answer:
+                last = f"GET /v2/health/ready -> {answer or 'not ready'}"
+            if time.monotonic() >= deadline:
+                raise ServerStartError(
+                    self._failure(f"tritonserver was not ready within {timeout_s:g} s (last check: {last})")
+                )
+            time.sleep(_POLL_S)
+
+    # ------------------------------------------------------------------ HTTP API (tritonclient)
+
+    def _api(self, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
+        return triton_api(self.http_url, call, timeout_s=timeout_s)
+
+    def _admin_headers(self) -> dict[str, str]:
+        """Headers for APIs that ``extra_args`` restrict (``--http-restricted-api=<apis>:<key>=<value>``)."""
+        headers = {}
+        for arg in self.extra_args:
+            if arg.startswith("--http-restricted-api="):
+                key, sep, value = arg.partition("=")[2].partition(":")[2].partition("=")
+                if sep and key:
+                    headers[key] = value
+        return headers
+
+    def _index(self) -> tuple[bool, Any]:
+        headers = self._admin_headers()
+        return self._api(lambda c: c.get_model_repository_index(headers=headers))
+
+    def _model_state(self, model: str) -> str | None:
+        """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
+        ok, index = self._index()
+        if not ok:
+            return None if index is None else f"ERROR: repository index -> {index}"
+        states = {str(e.get("state")) for e in index if e.get("name") == model}
+        return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
+
+    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
+        """Reload ``model`` so that Triton starts new stubs.
+
+        In place first (its config plus one changed parameter), else unload then load.
+        """
+        headers = self._admin_headers()
+        ok, config = self._api(lambda c: c.get_model_config(model, headers=headers))
+        in_place = f"no config: {config}"
+        if ok:
+            config.setdefault("parameters", {})[_RESTART_PARAMETER] = {"string_value": str(generation)}
+            load = lambda c: c.load_model(model, headers=headers, config=json.dumps(config))  # noqa: E731
+            ok, detail = self._api(load, timeout_s=timeout_s)
+            if ok:
+                return True, "reloaded in place"
+            in_place = f"in-place load -> {detail}"
+        if self._watchdog is not None and self._watchdog.stopping:
+            return False, "stopping"
+        for action in ("unload", "load"):
+            ok, detail = self._api(
+                lambda c, a=action: getattr(c, f"{a}_model")(model, headers=headers), timeout_s=timeout_s
+            )
+            if not ok:
+                return False, f"{in_place}; {action} -> {detail}"
+        return True, f"unloaded and loaded ({in_place})"
+
+    # ------------------------------------------------------------------ drain and stop
+
+    def drain(self, *, timeout_s: float | None = None) -> DrainReport | None:
+        """Take the server out of service without failing a request (:func:`drain_server`).
+
+        Args:
+            timeout_s: Budget; ``exit_timeout_s`` when omitted.
+
+        Returns:
+            The :class:`DrainReport` (also in :attr:`last_drain`), or None when the server cannot drain (not
+            running, or not in explicit mode: the drain needs the repository API).
+        """
+        if self._gate_dir is None or not self.is_running():
+            return None
+        budget = self.exit_timeout_s if timeout_s is None else timeout_s
+        report = drain_server(
+            self.http_url, gate_repository=self._gate_dir, timeout_s=budget, headers=self._admin_headers()
+        )
+        waves = " then ".join(map(",".join, report.waves)) or "nothing"
+        left = "" if report.complete else f"; budget spent, still loaded: {list(report.left)}"
+        self._log_event(
+            logging.INFO,
+            "drain: not ready after %.3f s, unloaded %s in %.2f s%s",
+            report.unready_s,
+            waves,
+            report.drained_s,
+            left,
+        )
+        self.last_drain = report
+        return report
+
+    def stop(self, *, timeout_s: float | None = None, drain: bool = True) -> None:
+        """Drain (explicit mode), SIGTERM, wait, then SIGKILL; also ends the stubs and removes their regions.
+
+        Safe to call more than once and on a server that already exited. :attr:`exit_code` holds the status.
+
+        Args:
+            timeout_s: Wait after SIGTERM before SIGKILL; ``stop_timeout_s`` when omitted.
+            drain: Run :meth:`drain` first.
+        """
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:  # first, so that it does not reload models while they shut down
+            watchdog.stop()
+            self._stub_restarts = watchdog.counts()
+        process = self._process
+        if process is None:
+            return
+        if drain and process.poll() is None:
+            self.drain()
+        pgid = process.pid  # start_new_session: the server leads its own process group; stubs inherit it
+        regions = {a for pid in procfs.group_members(pgid) for a in procfs.cmdline(pid) if a.startswith(_SHM_PREFIX)}
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=self.stop_timeout_s if timeout_s is None else timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+                process.wait()
+        self.exit_code = process.returncode
+        deadline = time.monotonic() + 2.0  # stubs notice their parent is gone within ~1 s
+        while procfs.group_members(pgid) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        with contextlib.suppress(ProcessLookupError):
+            if procfs.group_members(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+        if self._shm_prefix:  # this run's prefix also finds the regions of stubs killed from outside
+            with contextlib.suppress(OSError):
+                regions.update(n for n in os.listdir("/dev/shm") if n.startswith(self._shm_prefix))
+        self._unlink_regions(regions, live=set())
+        if self._gate_dir is not None:
+            shutil.rmtree(self._gate_dir, ignore_errors=True)
+        with self._log_lock:
+            if self._log_file is not None:
+                self._log_file.close()
+                self._log_file = None
+        _LIVE_SERVERS.discard(self)
+
+    def _unlink_regions(self, regions: Iterable[str], *, live: set[str] | None = None) -> None:
+        """Remove the shared-memory regions of dead stubs (a SIGKILLed stub cannot unlink its own)."""
+        if live is None:
+            live = {s.region for pid in self.process_ids() if (s := procfs.stub_process(pid)) is not None}
+        for region in set(regions) - live:
+            if region and "/" not in region:
+                with contextlib.suppress(OSError):
+                    os.unlink(f"/dev/shm/{region}")
+
+    # ------------------------------------------------------------------ inspection and log
+
+    def process_ids(self) -> list[int]:
+        """Ids of the server and its stub processes (empty when stopped)."""
+        return sorted(procfs.group_members(self._process.pid)) if self.is_running() and self._process else []
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server plus its stubs, in bytes."""
+        return sum(procfs.rss_bytes(pid) for pid in self.process_ids())
+
+    def log_tail(self, n: int = 40) -> str:
+        """The last ``n`` meaningful lines of the server log (Triton's tables and blank lines skipped)."""
+        return "\n".join(self._log_lines()[-n:]) if n > 0 else ""
+
+    def _log_lines(self) -> list[str]:
+        if self._log_path is None or not self._log_path.exists():
+            return []
+        with open(self._log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 512 * 1024))
+            text = fh.read().decode("utf-8", errors="replace")
+        return [line for line in text.splitlines() if line.strip() and not line.startswith(("+-", "|"))]
+
+    def _log_event(self, level: int, message: str, *args: object) -> None:
+        """Log through :mod:`logging` and append a glog-style line to the server log."""
+        logger.log(level, message, *args)
+        now = time.time()
+        stamp = time.strftime("%m%d %H:%M:%S", time.localtime(now)) + f".{int(now % 1 * 1e6):06d}"
+        line = f"{logging.getLevelName(level)[0]}{stamp} {os.getpid()} enrichment_light.server] {message % args}\n"
+        with self._log_lock, contextlib.suppress(OSError, ValueError):
+            if self._log_file is not None:  # shares Triton's file offset: whole lines land after Triton's
+                self._log_file.write(line.encode())
+                self._log_file.flush()
+
+    def _failure(self, what: str) -> str:
+        tail = self.log_tail()
+        errors = "\n".join([line for line in self._log_lines() if _ERROR_LINE.match(line) and line not in tail][-10:])
+        earlier = f"--- earlier errors in the server log ---\n{errors}\n" if errors else ""
+        return f"{what}.\nServer log: {self._log_path}\n{earlier}--- last lines of the server log ---\n{tail}"
+
+    def __repr__(self) -> str:
+        state = f"running pid={self.pid}" if self.is_running() else "stopped"
+        return f"EmbeddedServer({state}, http={self.http_url}, grpc={self.grpc_url}, log={self._log_path})"
+
+
+@contextlib.contextmanager
+def _stop_signals(event: threading.Event) -> Iterator[None]:
+    previous = {sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
+    """Run ``server`` in the foreground until SIGINT or SIGTERM, then drain and stop it.
+
+    Call it from the main thread (it installs signal handlers). Prints the URLs and the log path.
+
+    Args:
+        server: The server (started here when not running yet).
+        out: Where the URLs are printed; stdout when omitted.
+
+    Returns:
+        0 after a clean stop, 1 when the server died on its own or did not exit with status 0.
+
+    Raises:
+        ServerStartError: The server could not be started.
+    """
+    stream = out if out is not None else sys.stdout
+    stop = threading.Event()
+    with _stop_signals(stop):
+        if not server.is_running():
+            server.start()
+        try:
+            startup = f" in {server.startup_s:.1f} s" if server.startup_s is not None else ""
+            print(f"Triton {server.home.triton_version} ready{startup} (pid {server.pid})", file=stream)
+            print(f"  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}", file=stream)
+            if server.allow_metrics:
+                print(f"  metrics  {server.metrics_url}", file=stream)
+            print(f"  log      {server.log_path}", file=stream)
+            if server.restart_dead_stubs:
+                print("  stub watchdog on: a model whose Python-backend stub dies is reloaded", file=stream)
+            print("Press Ctrl-C to stop.", file=stream, flush=True)
+            while not stop.wait(0.2):
+                if not server.is_running():
+                    print(f"tritonserver exited unexpectedly; last lines of {server.log_path}:\n{server.log_tail()}",
+                          file=sys.stderr)  # fmt: skip
+                    return 1
+            print("Stopping Triton (draining)...", file=stream, flush=True)
+        finally:
+            server.stop()
+    if server.exit_code != 0:
+        print(f"tritonserver exited with status {server.exit_code}; see {server.log_path}", file=sys.stderr)
+        return 1
+    print("Triton stopped.", file=stream, flush=True)
+    return 0

@@ -1,0 +1,201 @@
+"""The stub watchdog: reload a model whose Python-backend stub died.
+
+Triton 2.51 does not restart a dead stub: the model stays "ready" and answers
+``Stub process '<instance>' is not healthy.``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from enrichment_light.devserver.procfs import StubProcess, stub_process
+from enrichment_light.devserver.procfs import process_state as _process_state
+
+DEFAULT_WATCHDOG_INTERVAL_S = 0.5
+_MAX_BACKOFF_S = 60.0
+logger = logging.getLogger("enrichment_light.server")
+
+
+class WatchedServer(Protocol):
+    """What the watchdog needs of :class:`~enrichment_light.devserver.EmbeddedServer`."""
+
+    def process_ids(self) -> list[int]: ...  # noqa: D102
+    def is_running(self) -> bool: ...  # noqa: D102
+    def _model_state(self, model: str) -> str | None: ...
+    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]: ...
+    def _log_event(self, level: int, message: str, *args: object) -> None: ...
+    def _unlink_regions(self, regions: Iterable[str]) -> None: ...
+
+
+@dataclass
+class _StubBook:
+    """Which model instances lost their stub (no I/O).
+
+    A stub is lost when its pid is gone and no live stub serves its instance name (a reload replaces stubs under
+    the same names); it stays on the book until :meth:`forget`.
+    """
+
+    stubs: dict[int, StubProcess] = field(default_factory=dict)
+
+    def observe(self, live: Iterable[StubProcess]) -> dict[str, list[StubProcess]]:
+        """Record the live stubs; return model -> its lost stubs."""
+        live_by_pid = {stub.pid: stub for stub in live}
+        served = {(stub.model, stub.instance) for stub in live_by_pid.values()}
+        lost: dict[str, list[StubProcess]] = {}
+        kept = {}
+        for pid, stub in self.stubs.items():
+            if pid not in live_by_pid and (stub.model, stub.instance) not in served:
+                lost.setdefault(stub.model, []).append(stub)
+                kept[pid] = stub
+        self.stubs = {**kept, **live_by_pid}
+        return lost
+
+    def forget(self, model: str, pids: Iterable[int]) -> None:
+        """Drop these lost stubs of ``model``."""
+        for pid in pids:
+            if (stub := self.stubs.get(pid)) is not None and stub.model == model:
+                del self.stubs[pid]
+
+
+class StubWatchdog:
+    """A daemon thread that reloads a model whose Python-backend stub died.
+
+    Every ``interval_s`` it lists the server's stubs. A stub seen alive that is gone (or a zombie), with no new
+    stub for its instance, is confirmed at the next look; then the repository index decides: a model that is
+    loading, unloading or unloaded is left alone; a READY one is reloaded **in place** (its config loaded back
+    with the extra parameter ``enrichment_light_stub_restart``, so Triton swaps in new stubs while the model
+    stays available), else unloaded and loaded. Restarts are counted in :attr:`restarts` and logged as
+    WARNING; failures as ERROR, retried with a backoff doubling up to 60 s.
+
+    Args:
+        server: The running server.
+        interval_s: Seconds between two looks at ``/proc``.
+        reload_timeout_s: Longest wait for one reload call.
+    """
+
+    def __init__(self, server: WatchedServer, *, interval_s: float, reload_timeout_s: float) -> None:
+        self._server = server
+        self.interval_s = float(interval_s)
+        self.reload_timeout_s = float(reload_timeout_s)
+        self.restarts: dict[str, int] = {}
+        self._book = _StubBook()
+        self._suspect: set[str] = set()
+        self._failures: dict[str, int] = {}
+        self._next_try: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Take the current stubs as the baseline and start the thread."""
+        self._book.observe(self._live_stubs())
+        self._thread = threading.Thread(target=self._run, name="enrichment-light-stub-watchdog", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread (a reload in progress is abandoned after ``timeout_s``)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=timeout_s)
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stop.is_set()
+
+    def is_alive(self) -> bool:
+        """True while the thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def counts(self) -> dict[str, int]:
+        """A copy of :attr:`restarts`."""
+        with self._lock:
+            return dict(self.restarts)
+
+    def _live_stubs(self) -> list[StubProcess]:
+        return [stub for pid in self._server.process_ids() if (stub := stub_process(pid)) is not None]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s) and self._server.is_running():
+            try:
+                self.check()
+            except Exception:  # one bad look must not end the watchdog
+                logger.exception("stub watchdog: unexpected error")
+
+    def check(self) -> list[str]:
+        """One look: find lost stubs and reload their models. Returns the models reloaded now."""
+        lost = self._book.observe(self._live_stubs())
+        self._suspect &= set(lost)
+        reloaded = []
+        for model, stubs in sorted(lost.items()):
+            if self._stop.is_set():
+                break
+            if model not in self._suspect:  # first sighting: confirm at the next look
+                self._suspect.add(model)
+                continue
+            if time.monotonic() < self._next_try.get(model, 0.0):
+                continue
+            state = self._server._model_state(model)
+            if state is None:  # no answer (stopping?): look again later
+                continue
+            if state.startswith("ERROR"):
+                self._failed(model, state)
+            elif state != "READY":  # unloading, loading or unloaded on purpose
+                self._book.forget(model, [s.pid for s in stubs])
+                self._suspect.discard(model)
+            elif self._restart(model, stubs):
+                reloaded.append(model)
+        return reloaded
+
+    def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
+        what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
+        log = self._server._log_event
+        log(
+            logging.WARNING,
+            "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
+            model,
+            what,
+            model,
+        )
+        started = time.monotonic()
+        ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
+        if self._stop.is_set():
+            return False
+        if not ok:
+            self._failed(model, detail)
+            return False
+        for book in (self._failures, self._next_try):
+            book.pop(model, None)
+        self._suspect.discard(model)
+        self._book.forget(model, [s.pid for s in stubs])
+        with self._lock:
+            self.restarts[model] = count = self.restarts.get(model, 0) + 1
+        self._server._unlink_regions({s.region for s in stubs})
+        elapsed = time.monotonic() - started
+        log(
+            logging.WARNING,
+            "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
+            model,
+            elapsed,
+            detail,
+            count,
+        )
+        return True
+
+    def _failed(self, model: str, detail: str) -> None:
+        failures = self._failures[model] = self._failures.get(model, 0) + 1
+        wait_s = min(_MAX_BACKOFF_S, max(self.interval_s, 1.0) * 2 ** (failures - 1))
+        self._next_try[model] = time.monotonic() + wait_s
+        self._server._log_event(
+            logging.ERROR,
+            "stub watchdog: reloading model %r failed (attempt %d): %s; next try in %.0f s",
+            model,
+            failures,
+            detail,
+            wait_s,
+        )
