@@ -35,7 +35,7 @@ from enrichment_light.devserver.watchdog import DEFAULT_WATCHDOG_INTERVAL_S, Stu
 ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"
 GATE_MODEL = "enrichment_light_draining"  # loaded (and failing) to turn strict readiness off
-_SHM_PREFIX, _SHM_PREFIX_FLAG = "triton_python_backend_shm_region_", "shm-region-prefix-name="
+_SHM_PREFIX = "triton_python_backend_shm_region_"
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
 _BUSY = {"READY", "LOADING", "UNLOADING"}
 _POLL_S = 0.05
@@ -297,29 +297,29 @@ class EmbeddedServer:
         return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
-        """The ``tritonserver`` command line for the current ports and options."""
-        flags: dict[str, Any] = {
-            "model-repository": [*self.model_repositories, *([self._gate_dir] if self._gate_dir else [])],
-            "backend-directory": self.home.backend_directory, "id": self.server_id,
-            "http-address": self.host, "http-port": self.http_port,
-            "grpc-address": self.host, "grpc-port": self.grpc_port,
-            "allow-metrics": self.allow_metrics, "allow-gpu-metrics": False, "pinned-memory-pool-byte-size": 0,
-            "model-control-mode": self.model_control, "exit-on-error": self.exit_on_error,
-            "strict-readiness": self.strict_readiness, "log-verbose": self.log_verbose,
-            "exit-timeout-secs": max(1, round(self.exit_timeout_s)),
-        }  # fmt: skip
-        if self.allow_metrics:
-            flags.update({"metrics-address": self.host, "metrics-port": self.metrics_port})
-        if self.model_control == "poll":
-            flags["repository-poll-secs"] = max(1, round(self.repository_poll_s))
-        flags["load-model"] = list(self.load_models)
+        """The ``tritonserver`` command line for the current ports and options (pytriton's flag vocabulary)."""
+        from pytriton.server.python_backend_config import PythonBackendConfig
+        from pytriton.server.triton_server_config import TritonServerConfig
+
+        config, backend, metrics = TritonServerConfig(), PythonBackendConfig(), self.allow_metrics
+        config.update_config({
+            "model_repository": [*self.model_repositories, *([self._gate_dir] if self._gate_dir else [])],
+            "backend_directory": self.home.backend_directory, "id": self.server_id, "http_address": self.host,
+            "http_port": self.http_port, "grpc_address": self.host, "grpc_port": self.grpc_port,
+            "allow_metrics": metrics, "metrics_address": self.host if metrics else None,
+            "metrics_port": self.metrics_port if metrics else None, "allow_gpu_metrics": False,
+            "pinned_memory_pool_byte_size": 0, "model_control_mode": self.model_control,
+            "repository_poll_secs": max(1, round(self.repository_poll_s)) if self.model_control == "poll" else None,
+            "load_model": list(self.load_models), "exit_on_error": self.exit_on_error,
+            "strict_readiness": self.strict_readiness, "log_verbose": self.log_verbose,
+            "exit_timeout_secs": max(1, round(self.exit_timeout_s)),
+        })  # fmt: skip
         if self._shm_prefix:  # one prefix per run: stop() finds every region, even of killed stubs
-            flags["backend-config"] = [f"python,{_SHM_PREFIX_FLAG}{self._shm_prefix}"]
-        args = [
-            f"--{k}={str(v).lower() if isinstance(v, bool) else v}"
-            for k, vs in flags.items()
-            for v in (vs if isinstance(vs, list) else [vs])
-        ]
+            backend["shm-region-prefix-name"] = self._shm_prefix
+            config["backend-config"] = backend.to_list_args()
+        # not to_args_list(): it splits on spaces (paths may hold them); Triton's bools are lower case
+        args = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, vs in config.server_args().items()
+                for v in (vs if isinstance(vs, list) else [vs]) if v is not None]  # fmt: skip
         args += [] if self.auto_complete_config else ["--disable-auto-complete-config"]
         return [str(self.home.tritonserver), *args, *self.extra_args]
 
@@ -368,7 +368,7 @@ class EmbeddedServer:
         run_id = uuid.uuid4().hex[:12]
         self.server_id = f"enrichment-light-{run_id}"
         own_prefix = not any(
-            a.startswith("--backend-config=python,") and _SHM_PREFIX_FLAG in a for a in self.extra_args
+            a.startswith("--backend-config=python,") and "shm-region-prefix-name=" in a for a in self.extra_args
         )
         self._shm_prefix = f"{_SHM_PREFIX}{run_id}_" if own_prefix else ""  # Triton's prefix first, for tools
         explicit = self.model_control == "explicit"

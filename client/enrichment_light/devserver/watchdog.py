@@ -131,33 +131,23 @@ class StubWatchdog:
     def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
         what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
         log = self._server._log_event
-        log(
-            logging.WARNING,
-            "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
-            model,
-            what,
-            model,
-        )
+        log(logging.WARNING, "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
+            model, what, model)  # fmt: skip
         started = time.monotonic()
         ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
         if self._stop.is_set() or not ok:
             if not self._stop.is_set():
                 self._failed(model, detail)
             return False
-        self._failures.pop(model, None), self._next_try.pop(model, None), self._suspect.discard(model)
+        self._failures.pop(model, None)
+        self._next_try.pop(model, None)
+        self._suspect.discard(model)
         self._book.forget(model, [s.pid for s in stubs])
         with self._lock:
             self.restarts[model] = count = self.restarts.get(model, 0) + 1
         self._server._unlink_regions({s.region for s in stubs})
-        elapsed = time.monotonic() - started
-        log(
-            logging.WARNING,
-            "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
-            model,
-            elapsed,
-            detail,
-            count,
-        )
+        log(logging.WARNING, "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
+            model, time.monotonic() - started, detail, count)  # fmt: skip
         return True
 
     def _failed(self, model: str, detail: str) -> None:
