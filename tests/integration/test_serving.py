@@ -463,9 +463,9 @@ def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients, r
 
     good = _distinct_photos()
     payloads = [*good[:5], b"\xff\xd8\xff\xe0garbage", *good[5:7]]
-    # two large PNGs keep both preprocess instances busy, so the eight queue up and leave as one batch
-    bus = cv2.imdecode(np.frombuffer(PHOTOS["bus.jpg"], np.uint8), cv2.IMREAD_COLOR)
-    blocker = cv2.imencode(".png", cv2.resize(bus, None, fx=3, fy=3))[1].tobytes()
+    # Two blockers keep both preprocess instances busy, so the eight queue up and leave as one batch. A
+    # flat 36-megapixel PNG is a few kB on the wire (it arrives before the eight) but slow to decode.
+    blocker = cv2.imencode(".png", np.full((6000, 6000, 3), 114, np.uint8))[1].tobytes()
     _, client = clients["http"]
     for _attempt in range(10):  # the batcher groups what waits together; retry until the eight shared one batch
         before = _preprocess_stats(client)
