@@ -474,14 +474,14 @@ def _one_shared_batch(
 
 
 def _assert_pairwise_distinct(expected: list[dict[str, np.ndarray]]) -> None:
-    """The references differ from each other, so a response handed to the wrong request cannot pass."""
-    keys = [
-        np.concatenate([e[ct.BOXES].ravel(), e[ct.SCORES if ct.SCORES in e else ct.PERSON_SCORES].ravel()])
-        for e in expected
-    ]
-    for a in range(len(keys)):
-        for b in range(a + 1, len(keys)):
-            assert not np.array_equal(keys[a], keys[b]), f"references {a} and {b} are equal"
+    """Most references differ, so a response handed to the wrong request is caught.
+
+    Random-init heads can give two images the same outputs (same size, boxes clipped to one corner, or no
+    detection); swapping those two would be harmless, so only "at least three distinct" is required.
+    """
+    field = ct.SCORES if ct.SCORES in expected[0] else ct.PERSON_SCORES
+    keys = {np.concatenate([e[ct.BOXES].ravel(), e[field].ravel()]).tobytes() for e in expected}
+    assert len(keys) >= 3, f"only {len(keys)} distinct references among {len(expected)}: swaps would go unseen"
 
 
 _POSTPROCESS = {
