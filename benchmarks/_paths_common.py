@@ -151,11 +151,15 @@ def timed(sink: dict[str, list[float]], key: str, fn: Callable[[], Any]) -> Any:
 # ------------------------------------------------------------------------------------------ report
 
 
-@dataclass
+@dataclass(frozen=True)
 class Targets:
-    pose_threat_vs_seed: float = 1.8  # (c) throughput >= 1.8 x (a)
-    overhead_vs_onnxruntime: float = 0.10  # (c) throughput >= (b) / 1.10
-    reid_crops_per_s: float = 500.0  # (c) at batch 32
+    """Issue 12's benchmark targets (ratios from one run)."""
+
+    pose_threat_vs_seed: float = 1.5  # (c) FP32 throughput >= 1.5 x (a) at concurrency 1 and 4
+    pose_threat_vs_seed_int8: float = 2.2  # the same with INT8
+    seed_concurrencies: tuple[str, ...] = ("1", "4")
+    overhead_vs_onnxruntime: float = 0.10  # (b) / (c) - 1 <= 10 % at 1, 4, 8 (INT8 against bare INT8)
+    reid_vs_onnxruntime: float = 1.0  # re-id end to end >= 1.0 x bare onnxruntime at batch 32
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
@@ -165,7 +169,11 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def analyse(results: dict[str, Any], *, seed_path: str, ort_path: str, triton_paths: list[str]) -> dict[str, Any]:
-    """Add ratios to (a) and (b) and evaluate the targets."""
+    """Add ratios to (a) and (b) and evaluate the targets.
+
+    A path whose name ends in ``_int8`` is held to the INT8 target and its overhead is measured
+    against ``<ort_path>_int8`` when that path ran.
+    """
     targets = Targets()
     ratios: dict[str, Any] = {}
     for workload, by_conc in results["cells"].items():
@@ -180,47 +188,33 @@ def analyse(results: dict[str, Any], *, seed_path: str, ort_path: str, triton_pa
                     "median_latency_vs_seed": _ratio(s.get("median_ms"), by_path.get(seed_path, {}).get("median_ms")),
                 }
     checks = []
-    pt = results["cells"].get("pose+threat", {})
-    for conc, by_path in pt.items():
+
+    def check(target: str, path: str, conc: str, value: float | None, ok: bool) -> None:
+        checks.append({"target": target, "path": path, "concurrency": conc, "value": value, "met": ok})
+
+    for conc, by_path in results["cells"].get("pose+threat", {}).items():
         seed = by_path.get(seed_path, {}).get("throughput_per_s")
-        ort = by_path.get(ort_path, {}).get("throughput_per_s")
         for path in triton_paths:
             tp = by_path.get(path, {}).get("throughput_per_s")
             if tp is None:
                 continue
-            r_seed = _ratio(tp, seed)
+            int8 = path.endswith("_int8")
+            ort = by_path.get(f"{ort_path}_int8" if int8 else ort_path, {}).get("throughput_per_s")
+            if conc in targets.seed_concurrencies:
+                want = targets.pose_threat_vs_seed_int8 if int8 else targets.pose_threat_vs_seed
+                r_seed = _ratio(tp, seed)
+                check(f"pose+threat >= {want} x (a)", path, conc, r_seed, r_seed is not None and r_seed >= want)
             overhead = round(ort / tp - 1.0, 3) if ort and tp else None
-            checks.append(
-                {
-                    "target": f"pose+threat throughput >= {targets.pose_threat_vs_seed} x (a)",
-                    "path": path,
-                    "concurrency": conc,
-                    "value": r_seed,
-                    "met": r_seed is not None and r_seed >= targets.pose_threat_vs_seed,
-                }
-            )
-            checks.append(
-                {
-                    "target": f"overhead vs (b) <= {targets.overhead_vs_onnxruntime:.0%}",
-                    "path": path,
-                    "concurrency": conc,
-                    "value": overhead,
-                    "met": overhead is not None and overhead <= targets.overhead_vs_onnxruntime,
-                }
-            )
+            ok = overhead is not None and overhead <= targets.overhead_vs_onnxruntime
+            check(f"overhead vs (b){' int8' if int8 else ''} <= {targets.overhead_vs_onnxruntime:.0%}",
+                  path, conc, overhead, ok)  # fmt: skip
     for conc, by_path in results["cells"].get("reid@32", {}).items():
+        ort = by_path.get(ort_path, {}).get("throughput_per_s")
         for path in triton_paths:
-            tp = by_path.get(path, {}).get("throughput_per_s")
-            if tp is not None:
-                checks.append(
-                    {
-                        "target": f"re-id >= {targets.reid_crops_per_s:.0f} crops/s at batch 32",
-                        "path": path,
-                        "concurrency": conc,
-                        "value": tp,
-                        "met": tp >= targets.reid_crops_per_s,
-                    }
-                )
+            r = _ratio(by_path.get(path, {}).get("throughput_per_s"), ort)
+            if r is not None:
+                want = targets.reid_vs_onnxruntime
+                check(f"re-id@32 >= {want} x (b)", path, conc, r, r >= want)
     results["ratios"] = ratios
     results["targets"] = asdict(targets)
     results["checks"] = checks
@@ -241,9 +235,20 @@ def markdown(results: dict[str, Any], labels: dict[str, str]) -> str:
     lines = [
         f"Run {meta['started']} on {meta['cpus']} CPU cores ({meta['cpu_model']}), {meta['mode']} mode, "
         f"{meta['rounds']} interleaved round(s) of {meta['cell_s']:g} s per cell, {meta['weights']} weights; "
-        f"total {meta['total_s']:.0f} s.",
+        f"total {meta['total_s']:.0f} s. (b) in the ratio columns is {meta.get('baseline_b', 'bare onnxruntime')}.",
         "",
     ]
+    if meta.get("int8_gate"):
+        lines += [
+            "**INT8 accuracy gate** (INT8 vs FP32, held-out frames; forced past the gate for this run)",
+            "",
+            "| model | passed | recall | precision | mean abs score diff | frames |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for model, g in meta["int8_gate"].items():
+            lines.append(f"| {model} | {g['passed']} | {_fmt(g['recall'])} | {_fmt(g['precision'])} | "
+                         f"{_fmt(g['mean_score_diff'])} | {g['frames']} |")  # fmt: skip
+        lines.append("")
     units = {"pose+threat": "images/s", "reid@32": "crops/s"}
     for workload, by_conc in results["cells"].items():
         lines += [

@@ -1,6 +1,7 @@
 """Path (b): bare onnxruntime in process on the ONNX files the server serves, plus our processing core.
 
-Per image: ``decode_image`` -> ``letterbox`` (640x640, Ultralytics-exact) -> ``session.run`` on the
+Per image: ``decode_image`` -> ``letterbox`` (640x640, or with ``rect=True`` the minimal stride-32
+rectangle, both Ultralytics-exact) -> ``session.run`` on the
 uint8 NHWC tensor -> ``postprocess_pose`` / ``postprocess_detections`` + ``select_threats``. Re-id:
 ``resize_crops`` (PIL-exact) -> ``session.run``. Session options equal the served models'
 (intra-op threads 2, inter-op 1, sequential, all graph optimisations), so (c) - (b) is Triton's cost.
@@ -23,11 +24,13 @@ from enrichment_light.core.processing.threat import ThreatTaxonomy, select_threa
 class OnnxRuntimePath:
     """onnxruntime sessions + the processing core, in process."""
 
-    name = "b_onnxruntime"
-    label = "(b) bare onnxruntime"
-
     def __init__(self, repository: Path, class_names: list[str], *, conf: float = 0.5, iou: float = 0.7,
-                 intra_op_threads: int = 2) -> None:  # fmt: skip
+                 intra_op_threads: int = 2, rect: bool = False, onnx: dict[str, Path] | None = None,
+                 tag: str = "") -> None:  # fmt: skip
+        self.rect = rect
+        self.name = "b_onnxruntime" + ("_rect" if rect else "") + (f"_{tag}" if tag else "")
+        self.label = "(b) bare onnxruntime" + (", rect" if rect else ", 640x640") + (f", {tag}" if tag else "")
+        onnx = onnx or {}
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = intra_op_threads
         opts.inter_op_num_threads = 1
@@ -35,7 +38,9 @@ class OnnxRuntimePath:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.sessions = {
             name: ort.InferenceSession(
-                str(repository / name / "1" / "model.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+                str(onnx.get(name, repository / name / "1" / "model.onnx")),
+                sess_options=opts,
+                providers=["CPUExecutionProvider"],
             )
             for name in ct.INFERENCE_MODELS
         }
@@ -47,7 +52,7 @@ class OnnxRuntimePath:
         return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
     def _detect(self, model: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-        boxed, info = letterbox(decode_image(data))
+        boxed, info = letterbox(decode_image(data), auto=self.rect)
         return self._run(model, boxed[None]), info.to_array()[None]
 
     def pose(self, data: bytes) -> int:

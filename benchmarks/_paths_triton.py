@@ -19,9 +19,14 @@ from enrichment_light.client import EnrichmentClient
 class TritonPath:
     """One client (protocol + transport) against the embedded server."""
 
-    def __init__(self, url: str, *, protocol: str, transport: str = "bytes", workers: int = 8) -> None:
+    def __init__(self, url: str, *, protocol: str, transport: str = "bytes", workers: int = 8, tag: str = "",
+                 workloads: tuple[str, ...] | None = None) -> None:  # fmt: skip
         self.name = f"c_triton_{protocol}" if transport == "bytes" else f"c_triton_{transport}"
         self.label = f"(c) Triton {protocol.upper()}" if transport == "bytes" else "(c) Triton gRPC+shm"
+        if tag:
+            self.name, self.label = f"{self.name}_{tag}", f"{self.label}, {tag}"
+        if workloads is not None:
+            self.workloads = workloads
         self.client = EnrichmentClient(url, protocol=protocol, transport=transport, timeout_s=60.0,
                                        retries=0, max_workers=workers)  # fmt: skip
 

@@ -1,5 +1,13 @@
 """Side-by-side benchmark, in one run: (a) seed-equivalent PyTorch, (b) bare onnxruntime, (c) our Triton pipeline.
 
+Paths: (a) Ultralytics/PyTorch with its rect letterbox; (b) bare onnxruntime on the served ONNX files
+with the rect letterbox (the like-for-like baseline of the overhead target) and with 640x640;
+(c) the served cpu repository (fused pose/threat models, rect letterbox) over gRPC, HTTP and
+gRPC+shm (the client letterboxes 640x640 and sends the tensor), plus ``ensemble``: the same ONNX
+served as three-step ensembles on a second server (``fuse_cpu_pipelines=False``), to show what the
+fusion buys. ``--int8`` adds the INT8 models (helper ``int8``'s ``enrichment_export.quantize``):
+bare onnxruntime and a third server, with the INT8 gate's accuracy figures beside them.
+
 All paths use the same photos (Ultralytics' bus.jpg and zidane.jpg) and the same checkpoints: random-init
 models built from the Ultralytics YAMLs / our OSNet (default), or your weights via flags. The ONNX files
 (b) runs and the server (c) serves are exported from exactly those checkpoints.
@@ -76,18 +84,55 @@ def _log(msg: str) -> None:
     print(f"[compare {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def build(models: dict, work: Path, intra_op_threads: int = 2) -> tuple[Path, list[str]]:
-    """Export the three checkpoints to ONNX and build the cpu repository from them."""
+def build(models: dict, work: Path, intra_op_threads: int = 2, **options) -> tuple[Path, list[str]]:
+    """Export the three checkpoints to ONNX (once) and build a cpu repository from them.
+
+    `options` go to ``BuildOptions``; the repository folder is named after them.
+    """
     from enrichment_export.onnx_export import export_onnx
     from enrichment_export.repository import BuildOptions, build_repository
 
     art = work / "artifacts"
     art.mkdir(parents=True, exist_ok=True)
     for name in ct.INFERENCE_MODELS:
-        export_onnx(name, models[name], art / f"{name}.onnx")
-    options = BuildOptions(ort_intra_op_threads=intra_op_threads)
-    result = build_repository(work / "repository", target="cpu", artifacts=art, options=options, allowed_roots=[work])
+        if not (art / f"{name}.onnx").is_file():
+            export_onnx(name, models[name], art / f"{name}.onnx")
+    opts = BuildOptions(ort_intra_op_threads=intra_op_threads, **options)
+    folder = "repository" + "".join(f"-{k}-{v}" for k, v in sorted(options.items()))
+    result = build_repository(work / folder, target="cpu", artifacts=art, options=opts, allowed_roots=[work])
     return result.out_dir, list(result.manifest["threat_class_names"])
+
+
+def build_int8(work: Path, intra_op_threads: int) -> tuple[Path, dict[str, Path], dict[str, dict]]:
+    """INT8 pose/threat ONNX (forced past the gate: its figures are reported, not enforced) and a repository.
+
+    Raises:
+        SystemExit: helper ``int8``'s ``enrichment_export.quantize`` is not in this tree.
+    """
+    try:
+        from enrichment_export.quantize import export_int8
+    except ImportError as err:
+        raise SystemExit(
+            f"--int8 needs enrichment_export.quantize (helper int8's INT8 export), which this tree lacks ({err}); "
+            "merge main once it has it, or run without --int8"
+        ) from None
+    from enrichment_export.repository import BuildOptions, build_repository
+
+    art = work / "artifacts"
+    int8_dir = work / "artifacts-int8"
+    int8_dir.mkdir(parents=True, exist_ok=True)
+    onnx, gate = {}, {}
+    for name in (ct.POSE_MODEL, ct.THREAT_MODEL):
+        result = export_int8(name, art / f"{name}.onnx", int8_dir / f"{name}.onnx", force=True)
+        onnx[name] = result.path
+        r = result.report
+        gate[name] = {"passed": r.passed, "recall": r.recall, "precision": r.precision,
+                      "mean_score_diff": r.mean_score_diff, "frames": r.frames}  # fmt: skip
+    out = build_repository(
+        work / "repository-int8", target="cpu", onnx={**onnx, ct.REID_MODEL: art / f"{ct.REID_MODEL}.onnx"},
+        options=BuildOptions(ort_intra_op_threads=intra_op_threads), allowed_roots=[work],
+    )  # fmt: skip
+    return out.out_dir, onnx, gate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +150,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS_DIR), help="results folder")
     p.add_argument("--name", default="compare", help="results file stem")
     p.add_argument("--no-chart", action="store_true")
+    p.add_argument("--int8", action="store_true", help="add the INT8 paths (needs enrichment_export.quantize)")
+    p.add_argument("--no-ensemble", action="store_true", help="skip the three-step-ensemble server")
+    p.add_argument("--concurrent-runs", type=int, default=0,
+                   help="also serve a repository with this ort_concurrent_runs (A/B against the default)")  # fmt: skip
     args = p.parse_args(argv)
+    if args.int8:
+        try:
+            import enrichment_export.quantize  # noqa: F401  (helper int8's INT8 export)
+        except ImportError as err:
+            p.error(f"--int8 needs enrichment_export.quantize, which this tree lacks ({err}); merge main first")
     rounds = args.rounds or (1 if args.quick else 2)
     cell_s = args.cell_s or (1.0 if args.quick else 3.0)
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -129,19 +183,44 @@ def main(argv: list[str] | None = None) -> int:
     _log("loading checkpoints and exporting ONNX")
     models = load_models(weights)
     repository, class_names = build(models, work, args.intra_op_threads)
+    extra_repos = {}
+    if not args.no_ensemble:
+        extra_repos["ensemble"] = build(models, work, args.intra_op_threads, fuse_cpu_pipelines=False)[0]
+    if args.concurrent_runs:
+        extra_repos[f"concurrent{args.concurrent_runs}"] = build(
+            models, work, args.intra_op_threads, ort_concurrent_runs=args.concurrent_runs
+        )[0]
+    int8_onnx, gate = {}, {}
+    if args.int8:
+        extra_repos["int8"], int8_onnx, gate = build_int8(work, args.intra_op_threads)
     t_build = time.perf_counter() - t_start
-    _log(f"repository built in {t_build:.1f} s; starting the embedded Triton server")
+    _log(f"repositories built in {t_build:.1f} s; starting the embedded Triton server(s)")
     server = EmbeddedServer(repository, startup_timeout_s=180, log_path=work / "tritonserver.log")
     server.start()
+    servers = {}
     paths: list = []
     try:
+        for tag, repo in extra_repos.items():
+            servers[tag] = EmbeddedServer(repo, startup_timeout_s=180, log_path=work / f"tritonserver-{tag}.log")
+            servers[tag].start()
+        ort_kw = {"conf": args.conf, "intra_op_threads": args.intra_op_threads}
         paths = [
             SeedPath(models[ct.POSE_MODEL], models[ct.THREAT_MODEL], models[ct.REID_MODEL], conf=args.conf),
-            OnnxRuntimePath(repository, class_names, conf=args.conf, intra_op_threads=args.intra_op_threads),
+            OnnxRuntimePath(repository, class_names, rect=True, **ort_kw),
+            OnnxRuntimePath(repository, class_names, **ort_kw),
             TritonPath(server.grpc_url, protocol="grpc"),
             TritonPath(server.http_url, protocol="http"),
             TritonPath(server.grpc_url, protocol="grpc", transport="shm"),
         ]
+        if "ensemble" in servers:
+            paths.append(TritonPath(servers["ensemble"].grpc_url, protocol="grpc", tag="ensemble",
+                                    workloads=("pose+threat",)))  # fmt: skip
+        for tag in [t for t in servers if t.startswith("concurrent")]:
+            paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag, workloads=("pose+threat",)))
+        if "int8" in servers:
+            paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8", **ort_kw))
+            paths.append(TritonPath(servers["int8"].grpc_url, protocol="grpc", tag="int8",
+                                    workloads=("pose+threat",)))  # fmt: skip
         images = photos()
         crops = person_crops(CROP_BATCH)
         # The server path uses its configured default threshold; set the in-process paths to the same.
@@ -169,10 +248,12 @@ def main(argv: list[str] | None = None) -> int:
             for data in images:
                 path.pose(data)
                 path.threat(data)
-            path.reid(crops)
+            if "reid@32" in getattr(path, "workloads", workloads):
+                path.reid(crops)
             run_cell(pose_threat(path), max(concs), 0.01)
         cells: dict[str, dict[int, dict[str, Cell]]] = {
-            w: {c: {path.name: Cell() for path in paths} for c in concs} for w in workloads
+            w: {c: {path.name: Cell() for path in paths if w in getattr(path, "workloads", workloads)} for c in concs}
+            for w in workloads
         }
         rss_before = server.rss_bytes()
         for r in range(rounds):
@@ -180,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
                 for c in concs:
                     order = paths if r % 2 == 0 else list(reversed(paths))
                     for path in order:
+                        if w not in getattr(path, "workloads", workloads):
+                            continue
                         gc.collect()
                         cells[w][c][path.name].add(run_cell(make(path), c, cell_s))
                     _log(f"round {r + 1}/{rounds} {w} conc {c} done")
@@ -187,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for path in paths:
             path.close()
+        for extra in servers.values():
+            extra.stop()
         server.stop()
         tmp.cleanup()
 
@@ -210,13 +295,15 @@ def main(argv: list[str] | None = None) -> int:
             "build_s": round(t_build, 1),
             "server_rss_mib": {"before": rss_before >> 20, "after": rss_after >> 20},
             "labels": labels,
+            "baseline_b": "b_onnxruntime_rect (same rect letterbox as the served path)",
+            "int8_gate": gate,
         },
         "cells": {
             w: {str(c): {name: cell.summary() for name, cell in by_path.items()} for c, by_path in by_conc.items()}
             for w, by_conc in cells.items()
         },
     }
-    analyse(results, seed_path="a_seed_torch", ort_path="b_onnxruntime",
+    analyse(results, seed_path="a_seed_torch", ort_path="b_onnxruntime_rect",
             triton_paths=[p.name for p in paths if p.name.startswith("c_")])  # fmt: skip
     results["meta"]["total_s"] = round(time.perf_counter() - t_start, 1)
     out = Path(args.out)

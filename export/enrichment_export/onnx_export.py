@@ -1,12 +1,16 @@
 """ONNX export of the three inference models, with uint8 NHWC input and preprocessing in the graph.
 
-- ``yolov8n_pose`` / ``yolov8n_threat``: ``images`` uint8 ``[N, 640, 640, 3]`` RGB -> cast, NHWC->NCHW, /255
-  -> the fused Ultralytics model -> ``output0`` ``[N, 56, 8400]`` (pose) or ``[N, 4 + nc, 8400]`` (detect).
+- ``yolov8n_pose`` / ``yolov8n_threat``: ``images`` uint8 ``[N, H, W, 3]`` RGB -> cast, NHWC->NCHW, /255
+  -> the fused Ultralytics model -> ``output0`` ``[N, 56, A]`` (pose) or ``[N, 4 + nc, A]`` (detect), with
+  A = 8400 anchors at 640 x 640.
 - ``osnet_x0_25``: ``crops`` uint8 ``[N, 256, 128, 3]`` RGB -> ImageNet normalisation -> OSNet -> L2
   normalisation -> ``embeddings`` ``[N, 512]``.
 
-Only the batch dimension is dynamic. Every file is checked with ``onnx.checker``, simplified with
-onnxslim and carries metadata (class names, kpt_shape, input size, source sha256, exporter version).
+The batch dimension is dynamic, and so are the detectors' height and width (multiples of 32, as
+Ultralytics' exporter with ``dynamic=True``): the served rect letterbox feeds each frame at its
+minimal stride-32 rectangle (``dynamic_hw=False`` keeps the fixed 640 x 640 input). Every file is
+checked with ``onnx.checker``, simplified with onnxslim and carries metadata (class names, kpt_shape,
+input size, source sha256, exporter version).
 Tensor names, dtypes and shapes come from :mod:`enrichment_light.core.contract`.
 """
 
@@ -222,7 +226,7 @@ def _as_yolo_module(source: Any) -> nn.Module:
     return source
 
 
-def _prepare_yolo(model: nn.Module) -> nn.Module:
+def _prepare_yolo(model: nn.Module, *, dynamic_hw: bool = True) -> nn.Module:
     """Eval + fuse + export mode on a copy, as Ultralytics' exporter does for ONNX."""
     from ultralytics.nn.modules import C2f, Detect
 
@@ -232,7 +236,7 @@ def _prepare_yolo(model: nn.Module) -> nn.Module:
     model = model.fuse(verbose=False)
     for m in model.modules():
         if isinstance(m, Detect):
-            m.dynamic = False
+            m.dynamic = dynamic_hw  # anchors traced from the input size instead of baked in
             m.export = True
             m.format = "onnx"
             m.shape = None
@@ -244,8 +248,16 @@ def _prepare_yolo(model: nn.Module) -> nn.Module:
 # --- export core --------------------------------------------------------------------------------
 
 
-def _torch_to_onnx(module: nn.Module, example: torch.Tensor, in_name: str, out_name: str, opset: int) -> Any:
+def _torch_to_onnx(
+    module: nn.Module, example: torch.Tensor, in_name: str, out_name: str, opset: int, *, dynamic_hw: bool = False
+) -> Any:
     import onnx
+
+    axes_in: dict[int, str] = {0: BATCH_DIM}
+    axes_out: dict[int, str] = {0: BATCH_DIM}
+    if dynamic_hw:
+        axes_in.update({1: "height", 2: "width"})
+        axes_out[2] = "anchors"
 
     buf = io.BytesIO()
     torch.onnx.export(
@@ -255,7 +267,7 @@ def _torch_to_onnx(module: nn.Module, example: torch.Tensor, in_name: str, out_n
         input_names=[in_name],
         output_names=[out_name],
         opset_version=opset,
-        dynamic_axes={in_name: {0: BATCH_DIM}, out_name: {0: BATCH_DIM}},
+        dynamic_axes={in_name: axes_in, out_name: axes_out},
         do_constant_folding=True,
         dynamo=False,
     )
@@ -338,6 +350,7 @@ def export_yolo_onnx(
     opset: int = DEFAULT_OPSET,
     simplify: bool = True,
     allowed_roots: Any = None,
+    dynamic_hw: bool = True,
 ) -> ExportResult:
     """Export an Ultralytics YOLOv8 pose or detect model to ONNX with uint8 NHWC input.
 
@@ -351,6 +364,8 @@ def export_yolo_onnx(
         simplify: Run onnxslim.
         allowed_roots: Roots a checkpoint path must lie in (``validate_model_path``; default
             ``$ENRICHMENT_MODEL_ROOTS`` or the current directory plus the standard model roots).
+        dynamic_hw: Dynamic height and width (multiples of 32) besides the batch, for the rect
+            letterbox; ``False`` fixes the input at 640 x 640 (the repository then serves square).
 
     Returns:
         The :class:`ExportResult`.
@@ -389,7 +404,7 @@ def export_yolo_onnx(
 
     import ultralytics
 
-    fused = _prepare_yolo(model)
+    fused = _prepare_yolo(model, dynamic_hw=bool(dynamic_hw))
     wrapper = YoloUint8Wrapper(fused).eval()
     spec = contract.model_spec(model_name)
     size = contract.DETECTOR_INPUT_SIZE
@@ -397,9 +412,12 @@ def export_yolo_onnx(
     with torch.no_grad():
         wrapper(example)  # warm-up builds anchors, as Ultralytics' exporter does
     with timed_step(LOGGER, f"{model_name}: exporting to ONNX (torch {torch.__version__}, opset {opset})"):
-        proto = _torch_to_onnx(wrapper, example, spec.inputs[0].name, spec.outputs[0].name, opset)
+        proto = _torch_to_onnx(
+            wrapper, example, spec.inputs[0].name, spec.outputs[0].name, opset, dynamic_hw=bool(dynamic_hw)
+        )
 
     metadata = _base_metadata(model_name, task, src, src_sha, opset)
+    metadata["input_hw"] = "dynamic" if dynamic_hw else "static"
     metadata.update(
         {
             "names": json.dumps({str(k): v for k, v in sorted(names.items())}),

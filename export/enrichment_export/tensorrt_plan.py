@@ -217,7 +217,7 @@ class PlanRequest:
     workspace_bytes: int = DEFAULT_WORKSPACE_BYTES
     timing_cache: Path | None = None
     input_name: str = ""
-    input_shape: tuple[int, ...] = ()  # without the batch dimension
+    input_shape: tuple[int, ...] = ()  # without the batch dimension; the profile's max (see profile_shapes)
     input_dtype: str = "uint8"
 
 
@@ -286,9 +286,23 @@ def make_plan_request(
         workspace_bytes=workspace_bytes,
         timing_cache=timing,
         input_name=inp.name,
-        input_shape=tuple(inp.shape),
+        input_shape=profile_shapes(inp.shape)[2],
         input_dtype=str(inp.dtype),
     )
+
+
+def profile_shapes(shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """Min / opt / max input shapes (without batch) of the optimisation profile.
+
+    Fixed dims stay; the detectors' variable height and width (rect letterbox, contract ``-1``)
+    span ``DETECTOR_MIN_SIDE`` .. ``DETECTOR_MAX_SIDE`` with ``DETECTOR_OPT_HW`` as the opt shape.
+    """
+    if list(shape[:2]) != [-1, -1]:
+        return tuple(shape), tuple(shape), tuple(shape)
+    rest = tuple(shape[2:])
+    lo = contract.DETECTOR_MIN_SIDE
+    hi = contract.DETECTOR_MAX_SIDE
+    return (lo, lo, *rest), (*contract.DETECTOR_OPT_HW, *rest), (hi, hi, *rest)
 
 
 def _precision_for(onnx_file: Path, precision: str, *, has_qdq: bool | None) -> str:
@@ -532,8 +546,9 @@ def build_serialized_plan(request: PlanRequest) -> bytes:
     if request.precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
-    p, shape = request.profile, request.input_shape
-    profile.set_shape(request.input_name, (p.min, *shape), (p.opt, *shape), (p.max, *shape))
+    p = request.profile
+    lo, opt, hi = profile_shapes(contract.model_spec(request.model_name).inputs[0].shape)
+    profile.set_shape(request.input_name, (p.min, *lo), (p.opt, *opt), (p.max, *hi))
     config.add_optimization_profile(profile)
     cache_bytes = b""
     if request.timing_cache is not None and request.timing_cache.is_file():

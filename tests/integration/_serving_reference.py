@@ -23,7 +23,8 @@ from enrichment_light.core.processing.threat import ThreatTaxonomy, pad_threats,
 class Reference:
     """The pipeline run in process on the same ONNX files the server serves."""
 
-    def __init__(self, repository: Path, class_names: list[str]) -> None:
+    def __init__(self, repository: Path, class_names: list[str], *, rect: bool = True) -> None:
+        self.rect = rect  # the server's letterbox mode (rect unless the repository was built square)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 2
         opts.inter_op_num_threads = 1
@@ -41,7 +42,7 @@ class Reference:
 
     def letterboxed(self, data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         image = decode_image(data)
-        boxed, info = letterbox(image)
+        boxed, info = letterbox(image, auto=self.rect)
         return image, boxed, info.to_array()
 
     def pose(self, data: bytes, conf: float, iou: float = 0.7) -> dict[str, np.ndarray]:

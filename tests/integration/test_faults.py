@@ -138,7 +138,7 @@ def test_client_raises_model_not_ready_when_model_is_unloaded(faults, protocol):
 def test_triton_fails_fast_and_manual_reload_recovers_when_stub_dies_and_watchdog_is_off(faults):
     server = faults.server
     assert not server.watchdog_running
-    victim_model = ct.POSE_POSTPROCESS
+    victim_model = ct.POSE_ENSEMBLE  # cpu target: the fused pose model (preprocess + detector + postprocess)
     before = stub_pids(server)
     regions = shm_regions(server)
     results: dict[str, list[tuple[str, float, str]]] = {"pose": [], "threat": []}
@@ -229,7 +229,7 @@ def _stubs_of(server: EmbeddedServer, model: str) -> list:
 @pytest.mark.parametrize("timed", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_watchdog_reloads_model_and_retried_requests_all_succeed_when_stub_dies_under_load(watched, caplog, timed):
     server = watched
-    victim_model = ct.POSE_POSTPROCESS
+    victim_model = ct.POSE_ENSEMBLE  # cpu target: the fused pose model (preprocess + detector + postprocess)
     assert server.restart_dead_stubs and server.watchdog_running
     assert server.stub_restarts == {}
     caplog.set_level(logging.WARNING, logger="enrichment_light.server")

@@ -224,13 +224,16 @@ def _shm_read(t) -> np.ndarray:
     ("method", "tensor_model", "keys"),
     [("plan_poses", ct.POSE_TENSOR_ENSEMBLE, "pose"), ("plan_threats", ct.THREAT_TENSOR_ENSEMBLE, "threat")],
 )
+@pytest.mark.parametrize("mode", ["rect", "square", None])
 def test_shm_plan_sends_letterboxed_tensor_and_info_to_the_tensor_ensemble_when_transport_is_shm(
-    method, tensor_model, keys
+    method, tensor_model, keys, mode
 ):
     core = _core(transport="shm")
     core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
     core.configs[ct.THREAT_POSTPROCESS] = {"name": ct.THREAT_POSTPROCESS}
     core.configs[ct.PREPROCESS] = {"name": ct.PREPROCESS}  # no letterbox parameter: square, as preprocess
+    if mode is not None:
+        core.configs[ct.PREPROCESS]["parameters"] = {"letterbox": {"string_value": mode}}
     rgb = np.random.default_rng(1).integers(0, 255, (48, 80, 3), dtype=np.uint8)
     try:
         plan = getattr(core, method)(rgb, conf=0.3, iou=None, bgr=False)
@@ -244,8 +247,8 @@ def test_shm_plan_sends_letterboxed_tensor_and_info_to_the_tensor_ensemble_when_
         images, info, conf = req.inputs
         assert (images.name, info.name, conf.name) == (ct.IMAGES, ct.LETTERBOX_INFO, ct.CONF_THRESHOLD)
         assert images.region is info.region is not None  # one region: pixels, then the info
-        want_tensor, want_info = letterbox(rgb)
-        assert want_tensor.shape == (640, 640, 3)
+        want_tensor, want_info = letterbox(rgb, auto=mode == "rect")  # as the server's preprocess in `mode`
+        assert want_tensor.shape == ((384, 640, 3) if mode == "rect" else (640, 640, 3))
         assert images.offset == 0 and info.offset >= want_tensor.nbytes and info.offset % 8 == 0
         np.testing.assert_array_equal(_shm_read(images), want_tensor[None])
         np.testing.assert_array_equal(_shm_read(info), want_info.to_array()[None])

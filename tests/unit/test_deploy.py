@@ -298,7 +298,7 @@ def test_compose_triton_gets_writable_onnxruntime_engine_cache_when_started(comp
     assert cache["type"] == "volume" and not cache.get("read_only") and cache["source"] in compose["volumes"]
     assert cache["source"] != mounts["/models"]["source"]
     # the image pre-creates it for uid 1000, so a fresh named volume inherits the owner
-    triton_stage = _dockerfile().split(" AS wheel")[0]
+    triton_stage = _stage("triton")
     assert ORT_TRT_CACHE_DIR in triton_stage and "chown -R 1000:1000 /models /cache" in triton_stage
 
 
@@ -396,8 +396,8 @@ def _dockerfile() -> str:
 def test_dockerfile_stages_share_one_release_arg():
     froms = re.findall(r"^FROM\s+(\S+)\s+AS\s+(\S+)", _dockerfile(), re.MULTILINE)
     assert froms == [
-        ("nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3", "triton"),
         ("nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3", "wheel"),
+        ("nvcr.io/nvidia/tritonserver:${TRITON_RELEASE}-py3", "triton"),
         ("nvcr.io/nvidia/tensorrt:${TRITON_RELEASE}-py3", "plan-builder"),
     ]
     assert re.search(r"^ARG TRITON_RELEASE$", _dockerfile(), re.MULTILINE), "release must come from compose"
@@ -847,6 +847,7 @@ def test_dockerfile_plan_builder_installs_the_built_wheel_with_plan_extra_and_li
     assert re.search(r"^COPY LICENSE", builder, re.MULTILINE) and "/usr/share/licenses/enrichment-light" in builder
     assert "find_spec('torch') is not None" in builder  # the build fails if torch ever sneaks in
     assert "LICENSE" in _stage("triton")
+    assert "COPY --from=wheel" in _stage("triton")  # both images install the one wheel
 
 
 # The plan path: the modules `enrichment-export plan` and `build-repository` run in the image.

@@ -1,21 +1,16 @@
 """Detection/pose postprocessing against Ultralytics' own NMS and scaling, plus padding helpers.
 
 Oracle: ``ultralytics.utils.nms.non_max_suppression`` then ``ops.scale_boxes`` /
-``ops.scale_coords`` on the same raw tensors (``torch.from_numpy``). Without torchvision,
-Ultralytics falls back to ``TorchNMS.nms``, whose unstable sort orders equal scores arbitrarily;
-``torchvision.ops.nms`` (used by a normal install) sorts stably. The ``oracle`` fixture therefore
-patches that one call to ``stable=True`` (asserting the source line still exists), which is the
-tie rule we implement.
+``ops.scale_coords`` on the same raw tensors (``torch.from_numpy``), with torchvision's stable tie
+order (see ``tests/_ultralytics_oracle.py``).
 """
 
 from __future__ import annotations
 
-import inspect
-import textwrap
-
 import numpy as np
 import pytest
 import torch
+from _ultralytics_oracle import stable_nms_function
 
 from enrichment_light.client.decoding import decode_poses, pose_results_of
 from enrichment_light.client.results import POSE_CLASS_ORDER, PoseResult
@@ -50,7 +45,6 @@ from enrichment_light.core.processing.detection import (
 from enrichment_light.core.processing.image import LetterboxInfo
 
 A = 8400
-_SORT_CALL = "scores.argsort(0, descending=True)"
 
 
 @pytest.fixture(scope="module")
@@ -58,27 +52,21 @@ def oracle():
     from ultralytics.utils import nms as unms
     from ultralytics.utils import ops
 
-    original = unms.TorchNMS.nms
-    source = textwrap.dedent(inspect.getsource(original))
-    assert source.count(_SORT_CALL) == 1, "Ultralytics changed TorchNMS.nms; revisit the tie-order oracle"
-    source = source.replace(_SORT_CALL, "scores.argsort(stable=True, dim=0, descending=True)")
-    source = source.replace("@staticmethod\n", "")
-    namespace = dict(vars(unms))
-    exec(source, namespace)  # the same function, with a stable sort (torchvision's tie order)
-    unms.TorchNMS.nms = staticmethod(namespace["nms"])
+    original, stable_nms = stable_nms_function()
 
-    def run(raw, shapes, *, conf=0.25, iou=0.7, max_det=300, agnostic=False, nc=0, pose=False, stable=True):
-        unms.TorchNMS.nms = staticmethod(namespace["nms"] if stable else original)
+    def run(raw, shapes, *, conf=0.25, iou=0.7, max_det=300, agnostic=False, nc=0, pose=False, stable=True,
+            img1_shapes=None):  # fmt: skip
+        unms.TorchNMS.nms = staticmethod(stable_nms if stable else original)
         preds = unms.non_max_suppression(
             torch.from_numpy(raw.copy()), conf, iou, agnostic=agnostic, max_det=max_det, nc=nc, max_time_img=1e4
         )
         out = []
-        for raw_pred, shape in zip(preds, shapes, strict=True):
+        for raw_pred, shape, img1 in zip(preds, shapes, img1_shapes or [(640, 640)] * len(shapes), strict=True):
             pred = raw_pred.clone()
-            pred[:, :4] = ops.scale_boxes((640, 640), pred[:, :4], shape)
+            pred[:, :4] = ops.scale_boxes(img1, pred[:, :4], shape)
             kpts = None
             if pose:
-                kpts = ops.scale_coords((640, 640), pred[:, 6:].view(pred.shape[0], 17, 3), shape).numpy()
+                kpts = ops.scale_coords(img1, pred[:, 6:].view(pred.shape[0], 17, 3), shape).numpy()
             out.append((pred.numpy(), kpts))
         return out
 
@@ -258,6 +246,36 @@ def test_postprocess_pose_matches_ultralytics_when_candidates_vary(oracle, batch
         np.testing.assert_array_equal(det.pose_class, expected_classes)
         np.testing.assert_array_equal(det.suspicious, pose_rules.suspicious_mask(expected_classes))
         np.testing.assert_allclose(det.pose_confidence, ref_kpts[..., 2].mean(axis=1), atol=1e-6)
+
+
+RECT_SHAPES = [(1080, 810), (720, 1280), (1080, 1920), (333, 777), (2000, 30), (479, 641)]
+
+
+@pytest.mark.parametrize("shape", RECT_SHAPES, ids=[f"{h}x{w}" for h, w in RECT_SHAPES])
+def test_postprocess_pose_matches_ultralytics_rect_path_when_letterbox_is_a_stride_32_rectangle(oracle, shape):
+    info = LetterboxInfo.for_shape(*shape, auto=True)
+    img1 = info.output_shape(auto=True)  # the rect letterbox Ultralytics' predictor feeds, e.g. 640x480
+    anchors = img1[0] * img1[1] * 21 // 1024
+    rng = np.random.default_rng(shape[0] + shape[1])
+    raw = make_raw(rng, 1, 1, above=min(150, anchors), extra=51, anchors=anchors)
+    raw[:, [0, 2]] *= img1[1] / 640  # keep the candidates inside the rect
+    raw[:, [1, 3]] *= img1[0] / 640
+    (det,) = postprocess_pose(raw, [info], conf=0.25, iou=0.7, max_det=300)
+    ((ref, ref_kpts),) = oracle(raw, [shape], nc=1, pose=True, img1_shapes=[img1])
+    assert len(det) == ref.shape[0] > 0
+    np.testing.assert_allclose(det.xyxy, ref[:, :4], atol=1e-3, rtol=0)
+    np.testing.assert_array_equal(det.scores, ref[:, 4])
+    np.testing.assert_allclose(det.keypoints[..., :2], ref_kpts[..., :2], atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("shape", RECT_SHAPES, ids=[f"{h}x{w}" for h, w in RECT_SHAPES])
+def test_postprocess_detections_matches_ultralytics_rect_path_when_letterbox_is_a_stride_32_rectangle(oracle, shape):
+    info = LetterboxInfo.for_shape(*shape, auto=True)
+    img1 = info.output_shape(auto=True)
+    anchors = img1[0] * img1[1] * 21 // 1024
+    raw = make_raw(np.random.default_rng(shape[1]), 1, 4, above=min(200, anchors), anchors=anchors)
+    ours = postprocess_detections(raw, [info], conf=0.25, iou=0.7)
+    assert_detections_match(ours, oracle(raw, [shape], nc=4, img1_shapes=[img1]))
 
 
 def test_postprocess_pose_returns_empty_when_no_person_is_above_conf() -> None:

@@ -285,6 +285,45 @@ def test_letterbox_equals_ultralytics_when_image_is_real_photo() -> None:
     assert (info.pad_left, info.pad_top, info.new_shape) == (0, 140, (360, 640))
 
 
+def _ultralytics_rect_letterbox(image: np.ndarray, size: int = 640) -> np.ndarray:
+    from ultralytics.data.augment import LetterBox
+
+    return LetterBox(new_shape=(size, size), auto=True, stride=32)(image=image)
+
+
+@pytest.mark.parametrize("shape", EXPLICIT_SHAPES, ids=[f"{h}x{w}" for h, w in EXPLICIT_SHAPES])
+def test_rect_letterbox_equals_ultralytics_auto_when_shape_is_listed(shape: tuple[int, int]) -> None:
+    image = np.random.RandomState(shape[0] * 5 + shape[1]).randint(0, 256, (*shape, 3), dtype=np.uint8)
+    out, info = letterbox(image, auto=True)
+    want = _ultralytics_rect_letterbox(image)
+    np.testing.assert_array_equal(out, want)
+    assert out.shape[0] % 32 == 0 and out.shape[1] % 32 == 0 and max(out.shape[:2]) == 640
+    assert info.output_shape(auto=True) == want.shape[:2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 2500),
+    w=st.integers(1, 2500),
+    size=st.sampled_from([640, 320, 64]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_rect_letterbox_equals_ultralytics_auto_when_shape_is_random(h: int, w: int, size: int, seed: int) -> None:
+    image = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    out, info = letterbox(image, size, auto=True)
+    np.testing.assert_array_equal(out, _ultralytics_rect_letterbox(image, size))
+    restored = LetterboxInfo.from_array(info.to_array())
+    assert restored.size == size and restored.output_shape(auto=True) == out.shape[:2]
+
+
+@pytest.mark.parametrize(("photo", "shape"), [("bus.jpg", (640, 480, 3)), ("zidane.jpg", (384, 640, 3))])
+def test_rect_letterbox_gives_minimal_rectangle_when_image_is_real_photo(photo: str, shape: tuple) -> None:
+    image = decode_image(photo_bytes(photo))
+    out, _ = letterbox(image, auto=True)
+    assert out.shape == shape
+    np.testing.assert_array_equal(out, _ultralytics_rect_letterbox(image))
+
+
 def test_letterbox_info_round_trips_when_converted_to_array() -> None:
     _, info = letterbox(np.zeros((479, 641, 3), np.uint8))
     array = info.to_array()

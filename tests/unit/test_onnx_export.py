@@ -176,12 +176,29 @@ def test_exported_onnx_matches_contract_when_loaded(request, name):
     (inp,) = model.graph.input
     dims = inp.type.tensor_type.shape.dim
     assert inp.name == spec.inputs[0].name
-    assert dims[0].dim_param == ox.BATCH_DIM and [d.dim_value for d in dims[1:]] == list(spec.inputs[0].shape)
+    got = [d.dim_value if d.HasField("dim_value") else -1 for d in dims[1:]]
+    assert dims[0].dim_param == ox.BATCH_DIM and got == list(spec.inputs[0].shape)
     (out,) = model.graph.output
     out_dims = out.type.tensor_type.shape.dim
     assert out.name == spec.outputs[0].name and out_dims[0].dim_param == ox.BATCH_DIM
-    assert all(d.HasField("dim_value") for d in out_dims[1:])  # only the batch dim is dynamic
+    if result.model_name == contract.REID_MODEL:
+        assert all(d.HasField("dim_value") for d in out_dims[1:])  # only the batch dim is dynamic
+    else:  # detectors: dynamic H, W in, so the anchor count varies; the channels stay fixed
+        assert [d.dim_param or d.dim_value for d in dims[1:]] == ["height", "width", 3]
+        assert out_dims[1].HasField("dim_value") and out_dims[2].dim_param == "anchors"
     assert result.sha256 == sha256_file(result.path) and result.size_bytes == result.path.stat().st_size
+
+
+@pytest.mark.parametrize("hw", [(640, 640), (640, 480), (384, 640), (32, 640)])
+def test_exported_detector_matches_ultralytics_when_input_is_a_stride_32_rectangle(pose_export, pose_checkpoint, hw):
+    from ultralytics.nn.tasks import load_checkpoint
+
+    model, _ = load_checkpoint(str(pose_checkpoint))
+    images = np.random.default_rng(hw[1]).integers(0, 256, (2, *hw, 3), dtype=np.uint8)
+    got = _session(pose_export.path).run(None, {contract.IMAGES: images})[0]
+    want = _ultralytics_reference(model, images)
+    assert got.shape == (2, contract.POSE_RAW_CHANNELS, hw[0] * hw[1] * 21 // 1024)  # anchors at strides 8/16/32
+    assert np.abs(got - want).max() <= 1e-4
 
 
 def test_export_yolo_onnx_writes_metadata_when_pose_checkpoint(pose_export, pose_checkpoint):

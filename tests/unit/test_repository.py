@@ -21,10 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["gun", "knife", "bat", "person"]
 
 
-def _fake_onnx(path: Path, model: str, names: list[str] | None = None) -> Path:
+def _fake_onnx(path: Path, model: str, names: list[str] | None = None, *, static_hw: bool = False) -> Path:
     """A tiny ONNX with the contract's tensor names, output dims and Ultralytics-style metadata."""
     spec = ct.model_spec(model)
     inp, out = spec.inputs[0], spec.outputs[0]
+    in_dims = [("height", "width")[i] if d == -1 and not static_hw else 640 if d == -1 else d
+               for i, d in enumerate(inp.shape)]  # fmt: skip
     if model == ct.POSE_MODEL:
         out_dims = [ct.POSE_RAW_CHANNELS, ct.NUM_ANCHORS_640]
     elif model == ct.THREAT_MODEL:
@@ -34,7 +36,7 @@ def _fake_onnx(path: Path, model: str, names: list[str] | None = None) -> Path:
     graph = helper.make_graph(
         [helper.make_node("Identity", ["c"], [out.name])],
         model,
-        [helper.make_tensor_value_info(inp.name, TensorProto.UINT8, ["batch", *inp.shape])],
+        [helper.make_tensor_value_info(inp.name, TensorProto.UINT8, ["batch", *in_dims])],
         [helper.make_tensor_value_info(out.name, TensorProto.FLOAT, ["batch", *out_dims])],
         initializer=[helper.make_tensor("c", TensorProto.FLOAT, [1], [0.0])],
     )
@@ -108,7 +110,11 @@ def test_build_repository_configs_agree_with_contract_when_built_for_target(tmp_
             assert all(w in (-1, g) for g, w in zip(dims, want.shape, strict=True)), (name, got.name, dims)
         for inp, tensor in zip(cfg.input, spec.inputs, strict=True):
             assert inp.optional == tensor.optional
-        if spec.kind == "ensemble":
+        if spec.kind == "ensemble" and rb.is_fused(name, target, rb.BuildOptions()):
+            assert cfg.backend == "python" and cfg.instance_group[0].count >= 1
+            assert (result.out_dir / name / "1" / "model.py").is_file()
+            assert (result.out_dir / name / "1" / "model.onnx").is_file()
+        elif spec.kind == "ensemble":
             assert cfg.platform == "ensemble"
             assert (result.out_dir / name / "1").is_dir()
         else:
@@ -496,3 +502,55 @@ def test_build_repository_refuses_gpu_target_when_out_is_the_committed_source(tm
         rb.build_repository(
             source, target="onnx", artifacts=artifacts, source_repository=source, allowed_roots=[tmp_path]
         )
+
+
+def test_build_repository_serves_rect_letterbox_when_detectors_have_dynamic_hw(tmp_path, artifacts):
+    result = rb.build_repository(tmp_path / "repo", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path])
+    assert result.manifest["letterbox"] == "rect"
+    for name in (ct.PREPROCESS, ct.ENRICH):
+        cfg = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text())
+        assert cfg.parameters["letterbox"].string_value == "rect"
+    detector = rb.parse_config((result.out_dir / ct.POSE_MODEL / "config.pbtxt").read_text())
+    assert list(detector.input[0].dims) == [-1, -1, 3]
+    assert list(detector.model_warmup[0].inputs[ct.IMAGES].dims) == [640, 640, 3]
+
+
+def test_build_repository_falls_back_to_square_letterbox_when_a_detector_onnx_is_fixed_size(tmp_path):
+    art = tmp_path / "artifacts"
+    for name in ct.INFERENCE_MODELS:
+        _fake_onnx(art / f"{name}.onnx", name, static_hw=name == ct.THREAT_MODEL)
+    result = rb.build_repository(tmp_path / "repo", target="cpu", artifacts=art, allowed_roots=[tmp_path])
+    assert result.manifest["letterbox"] == "square"
+    cfg = rb.parse_config((result.out_dir / ct.PREPROCESS / "config.pbtxt").read_text())
+    assert cfg.parameters["letterbox"].string_value == "square"
+    with pytest.raises(ValueError, match="letterbox 'rect' needs an ONNX with dynamic height and width"):
+        rb.build_repository(
+            tmp_path / "repo2", target="cpu", artifacts=art, allowed_roots=[tmp_path],
+            options=rb.BuildOptions(letterbox="rect"),
+        )  # fmt: skip
+
+
+def test_build_options_refuse_letterbox_when_mode_is_unknown():
+    with pytest.raises(ValueError, match=r"BuildOptions\.letterbox must be one of"):
+        rb.BuildOptions(letterbox="stretch")
+
+
+def test_build_repository_fuses_pose_and_threat_when_target_is_cpu(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    for name, (detector, post) in rb.FUSED_CPU.items():
+        entry = result.manifest["models"][name]
+        assert entry["backend"] == "python" and entry["fused"] == [ct.PREPROCESS, detector, post]
+        onnx_copy = result.out_dir / name / "1" / "model.onnx"
+        assert rb._sha256(onnx_copy) == rb._sha256(artifacts / f"{detector}.onnx")
+        params = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text()).parameters
+        assert params["ort_onnx_file"].string_value == "model.onnx" and params["letterbox"].string_value == "rect"
+        assert params["post_conf_threshold"].string_value == "0.5"
+    unfused = rb.build_repository(tmp_path / "ens", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                                  options=rb.BuildOptions(fuse_cpu_pipelines=False))  # fmt: skip
+    assert unfused.manifest["models"][ct.POSE_ENSEMBLE]["backend"] == "ensemble"
+    assert not (unfused.out_dir / ct.POSE_ENSEMBLE / "1" / "model.py").exists()
+
+
+def test_fused_cpu_models_share_one_adapter_when_committed():
+    sources = {(ROOT / "model_repository" / n / "1" / "model.py").read_bytes() for n in rb.FUSED_CPU}
+    assert len(sources) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import types
 from pathlib import Path
 
@@ -121,6 +122,105 @@ def test_preprocess_batch_refuses_image_when_it_exceeds_max_pixels():
     assert "too large" in str(result)
 
 
+def test_preprocess_batch_refuses_bad_threshold_before_decoding_when_override_is_out_of_range(monkeypatch):
+    decoded = []
+    monkeypatch.setattr(pipeline, "decode_and_letterbox_all", lambda *a: decoded.append(a) or pytest.fail("decoded"))
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), conf=np.array([[1.5]], np.float32))
+    (result,) = pipeline.preprocess_batch([bad], max_pixels=10_000)
+    assert isinstance(result, InvalidInputError)
+    assert "CONF_THRESHOLD must be in [0, 1]" in str(result)
+    assert decoded == []
+
+
+def test_preprocess_batch_serves_good_request_when_batch_also_has_bad_iou():
+    good = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), iou=np.array([[0.4]], np.float32))
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg()), iou=np.array([[np.nan]], np.float32))
+    results = pipeline.preprocess_batch([good, bad], max_pixels=10_000)
+    assert results[0][ct.IMAGES].shape[0] == 1
+    assert "IOU_THRESHOLD must be in [0, 1]" in str(results[1])
+
+
+def test_preprocess_batch_gives_minimal_rectangle_when_letterbox_mode_is_rect():
+    (result,) = pipeline.preprocess_batch([_bytes_tensor(_jpeg(480, 640), _jpeg(480, 640))], max_pixels=10**6,
+                                          letterbox_mode="rect")  # fmt: skip
+    assert result[ct.IMAGES].shape == (2, 480, 640, 3)
+    assert result[ct.LETTERBOX_INFO][0].tolist() == [480, 640, 1.0, 0, 0]
+
+
+def test_preprocess_batch_falls_back_to_square_when_a_request_mixes_frame_shapes():
+    (result,) = pipeline.preprocess_batch([_bytes_tensor(_jpeg(480, 640), _jpeg(640, 480))], max_pixels=10**6,
+                                          letterbox_mode="rect")  # fmt: skip
+    assert result[ct.IMAGES].shape == (2, 640, 640, 3)  # as Ultralytics: auto only when all shapes agree
+    assert result[ct.LETTERBOX_INFO][:, 4].tolist() == [80, 0]
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [((1, 320, 330, 3), "multiples of 32"), ((1, 672, 640, 3), "in [32, 640]"), ((1, 640, 640), "shape")],
+)
+def test_check_detector_images_refuses_when_size_is_outside_the_contract(shape, message):
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        pipeline.check_detector_images(np.zeros(shape, np.uint8))
+
+
+def test_check_detector_images_accepts_only_fixed_size_when_onnx_is_static():
+    pipeline.check_detector_images(np.zeros((2, 640, 640, 3), np.uint8), (640, 640))
+    with pytest.raises(InvalidInputError, match="fixed input size"):
+        pipeline.check_detector_images(np.zeros((1, 640, 480, 3), np.uint8), (640, 640))
+
+
+def test_letterbox_mode_from_parameters_refuses_when_value_is_unknown():
+    assert pipeline.letterbox_mode_from_parameters({}) == "rect"
+    assert pipeline.letterbox_mode_from_parameters({"letterbox": "Square"}) == "square"
+    with pytest.raises(ValueError, match="'letterbox' must be one of"):
+        pipeline.letterbox_mode_from_parameters({"letterbox": "stretch"})
+
+
+def _fused(requests, calls):
+    def run(batches):
+        calls.extend(b.shape for b in batches)
+        return [np.zeros((b.shape[0], ct.POSE_RAW_CHANNELS, b.shape[1] * b.shape[2] * 21 // 1024), np.float32)
+                for b in batches]  # fmt: skip
+
+    return pipeline.fused_detect_batch(
+        requests,
+        run=run,
+        postprocess=lambda posts: pipeline.pose_postprocess_batch(posts, pipeline.PoseSettings()),
+        max_pixels=10**6,
+    )
+
+
+@pytest.mark.parametrize("concurrent_runs", [1, 3])
+def test_runner_run_many_equals_one_run_per_request_when_requests_mix_shapes(tmp_path, concurrent_runs):
+    path = _tiny_detector(tmp_path / "det.onnx")
+    runner = OnnxRuntimeRunner(ct.POSE_MODEL, path, intra_op_threads=1, concurrent_runs=concurrent_runs)
+    rng = np.random.default_rng(0)
+    batches = [
+        rng.integers(0, 255, (n, h, w, 3), dtype=np.uint8) for n, h, w in ((1, 64, 32), (2, 32, 64), (1, 64, 32))
+    ]
+    got = runner.run_many(batches)
+    for batch, out in zip(batches, got, strict=True):
+        np.testing.assert_array_equal(out, runner.run(batch))
+
+
+def test_fused_detect_batch_refuses_bad_threshold_without_running_detector_when_request_is_alone():
+    calls = []
+    bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg(480, 640)), conf=np.array([[2.0]], np.float32))
+    (result,) = _fused([bad], calls)
+    assert "CONF_THRESHOLD must be in [0, 1]" in str(result)
+    assert calls == []
+
+
+def test_fused_detect_batch_runs_each_valid_request_when_requests_mix_shapes():
+    calls = []
+    reqs = [pipeline.PreprocessInput(_bytes_tensor(_jpeg(h, w))) for h, w in ((480, 640), (640, 480), (480, 640))]
+    reqs.append(pipeline.PreprocessInput(_bytes_tensor(b"")))
+    results = _fused(reqs, calls)
+    assert sorted(calls) == [(1, 480, 640, 3), (1, 480, 640, 3), (1, 640, 480, 3)]
+    assert [r[ct.NUM_DETECTIONS].tolist() for r in results[:3]] == [[[0]]] * 3
+    assert "empty image" in str(results[3])
+
+
 # --------------------------------------------------------------------------------------------- postprocess
 
 
@@ -198,6 +298,29 @@ def _tiny_osnet(path: Path) -> Path:
         initializer=[
             helper.make_tensor("ax", TensorProto.INT64, [1], [1]),
             helper.make_tensor("ones", TensorProto.FLOAT, [1, 512], [1.0] * 512),
+        ],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def _tiny_detector(path: Path) -> Path:
+    """uint8 [n, H, W, 3] (dynamic H, W) -> float [n, 56, H*W]: a per-pixel linear map of the colours."""
+    nodes = [
+        helper.make_node("Cast", [ct.IMAGES], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["f"], ["t"], perm=[0, 3, 1, 2]),
+        helper.make_node("Reshape", ["t", "shape"], ["r"]),
+        helper.make_node("MatMul", ["w", "r"], [ct.RAW_OUTPUT]),
+    ]
+    w = np.random.default_rng(1).normal(size=(ct.POSE_RAW_CHANNELS, 3)).astype(np.float32)
+    graph = helper.make_graph(
+        nodes,
+        "tiny_detector",
+        [helper.make_tensor_value_info(ct.IMAGES, TensorProto.UINT8, ["n", "h", "w", 3])],
+        [helper.make_tensor_value_info(ct.RAW_OUTPUT, TensorProto.FLOAT, ["n", ct.POSE_RAW_CHANNELS, "a"])],
+        initializer=[
+            helper.make_tensor("shape", TensorProto.INT64, [3], [0, 3, -1]),
+            helper.make_tensor("w", TensorProto.FLOAT, list(w.shape), w.ravel().tolist()),
         ],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))

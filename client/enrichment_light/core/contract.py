@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # --- sizes ----------------------------------------------------------------------------------
-DETECTOR_INPUT_SIZE = 640
+DETECTOR_INPUT_SIZE = 640  # the letterbox target: the longer side (square mode: both sides)
+# Rect letterbox (Ultralytics ``LetterBox(auto=True)``): each side is padded only up to a multiple of
+# the stride, so a detector input is H x W with H, W multiples of 32 in [32, 640] (one of them 640).
+DETECTOR_STRIDE = 32
+DETECTOR_MIN_SIDE = DETECTOR_STRIDE
+DETECTOR_MAX_SIDE = DETECTOR_INPUT_SIZE
+# The TensorRT profile's opt shape: a 16:9 camera (1920x1080 -> 640x360 -> 384 x 640).
+DETECTOR_OPT_HW = (384, 640)
+LETTERBOX_MODES = ("rect", "square")  # preprocess/enrich config parameter ``letterbox``
+DEFAULT_LETTERBOX = "rect"
 LETTERBOX_PAD_VALUE = 114
 NUM_ANCHORS_640 = 8400
 NUM_KEYPOINTS = 17
@@ -167,7 +176,6 @@ def _find(specs: tuple[TensorSpec, ...], name: str, model: str) -> TensorSpec:
 
 _F32, _I32, _U8, _BOOL, _BYTES = np.float32, np.int32, np.uint8, np.bool_, np.object_
 _DET = MAX_DETECTIONS
-_S = DETECTOR_INPUT_SIZE
 
 
 def _thresholds() -> tuple[TensorSpec, ...]:
@@ -179,7 +187,7 @@ def _thresholds() -> tuple[TensorSpec, ...]:
 
 _IMAGE_IN = TensorSpec(IMAGE_BYTES, _BYTES, (1,))
 _LB_INFO = TensorSpec(LETTERBOX_INFO, _F32, (LETTERBOX_INFO_LEN,))
-_DETECTOR_IN = TensorSpec(IMAGES, _U8, (_S, _S, 3))
+_DETECTOR_IN = TensorSpec(IMAGES, _U8, (-1, -1, 3))  # H, W: see DETECTOR_STRIDE (square mode: 640 x 640)
 _POSE_OUTPUTS = (
     TensorSpec(NUM_DETECTIONS, _I32, (1,)),
     TensorSpec(BOXES, _F32, (_DET, 4)),
@@ -203,8 +211,10 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
+            # The optional thresholds are only validated here (before any decode), so that a bad
+            # override fails the request before the detector runs; the postprocessor applies them.
             PREPROCESS,
-            inputs=(_IMAGE_IN,),
+            inputs=(_IMAGE_IN, *_thresholds()),
             outputs=(_DETECTOR_IN, _LB_INFO),
             max_batch_size=8,
             kind="python",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.params import get_bool, get_int
-from enrichment_light.serving.pipeline import check_tensor
+from enrichment_light.serving.pipeline import check_detector_images, check_tensor
 
 
 class OnnxRuntimeRunner:
@@ -31,13 +32,21 @@ class OnnxRuntimeRunner:
         allow_spinning: Let idle pool threads busy-wait (onnxruntime's default).
         enable_cpu_mem_arena: Keep onnxruntime's CPU memory arena, which holds the peak
             allocation of every batch size seen (onnxruntime's default).
+        concurrent_runs: Requests of one ``execute`` run as up to this many concurrent
+            ``session.run`` calls (threads; onnxruntime releases the GIL) instead of one
+            concatenated batch. On 2 cores, concurrent runs of one session fill the gaps of
+            onnxruntime's intra-op parallelism, as bare onnxruntime called from several threads does;
+            one batched run does not (docs/cpu-performance.md). 1: one batch per shape.
     """
 
     def __init__(self, model_name: str, onnx_path: str | os.PathLike[str], *, intra_op_threads: int = 0,
                  inter_op_threads: int = 1, allow_spinning: bool = True,
-                 enable_cpu_mem_arena: bool = True) -> None:  # fmt: skip
+                 enable_cpu_mem_arena: bool = True, concurrent_runs: int = 1) -> None:  # fmt: skip
         import onnxruntime as ort
 
+        if int(concurrent_runs) < 1:
+            raise ValueError(f"concurrent_runs must be >= 1, got {concurrent_runs!r}")
+        self._pool = ThreadPoolExecutor(int(concurrent_runs), "ort-run") if int(concurrent_runs) > 1 else None
         self.spec = ct.model_spec(model_name)
         if self.spec.kind != "inference":
             raise ValueError(f"{model_name!r} is not an inference model")
@@ -54,6 +63,11 @@ class OnnxRuntimeRunner:
         self.session = ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.input = self.spec.inputs[0]
         self.output = self.spec.outputs[0]
+        # Detectors: a fixed-size ONNX (older exports) accepts only its own H x W; a dynamic one
+        # any stride-32 rectangle in the contract's range (pipeline.check_detector_images).
+        dims = self.session.get_inputs()[0].shape
+        self.static_hw = tuple(dims[1:3]) if all(isinstance(d, int) for d in dims[1:3]) else None
+        self.is_detector = model_name in (ct.POSE_MODEL, ct.THREAT_MODEL)
         names_in = [i.name for i in self.session.get_inputs()]
         names_out = [o.name for o in self.session.get_outputs()]
         if names_in != [self.input.name] or self.output.name not in names_out:
@@ -77,30 +91,48 @@ class OnnxRuntimeRunner:
             inter_op_threads=get_int(params, "inter_op_threads", 1, low=0),
             allow_spinning=get_bool(params, "allow_spinning", True),
             enable_cpu_mem_arena=get_bool(params, "enable_cpu_mem_arena", True),
+            concurrent_runs=get_int(params, "concurrent_runs", 1, low=1),
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch (``[N, *input shape]``) and return the output ``[N, *output shape]``."""
         return self.session.run([self.output.name], {self.input.name: batch})[0]
 
+    def run_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Run several batches (one per request): concurrently (``concurrent_runs``), else one run per shape."""
+        if len(batches) == 1:
+            return [self.run(batches[0])]
+        if self._pool is not None:
+            return list(self._pool.map(self.run, batches))
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for k, batch in enumerate(batches):
+            groups.setdefault(batch.shape[1:], []).append(k)
+        outs: list[Any] = [None] * len(batches)
+        for members in groups.values():
+            out = self.run(np.concatenate([batches[k] for k in members]))
+            start = 0
+            for k in members:
+                outs[k] = out[start : start + batches[k].shape[0]]
+                start += batches[k].shape[0]
+        return outs
+
     def run_requests(self, inputs: Sequence[np.ndarray | None]) -> list[dict[str, np.ndarray] | InvalidInputError]:
         """Check each request's input, run all valid ones as one batch, split the output."""
         checked: list[np.ndarray | InvalidInputError] = []
         for array in inputs:
             try:
-                checked.append(check_tensor(self.input.name, array, self.input.dtype, (-1, *self.input.shape)))
+                if self.is_detector:
+                    checked.append(check_detector_images(array, self.static_hw))
+                else:
+                    checked.append(check_tensor(self.input.name, array, self.input.dtype, (-1, *self.input.shape)))
             except InvalidInputError as err:
                 checked.append(err)
-        valid = [a for a in checked if not isinstance(a, InvalidInputError)]
-        out = self.run(valid[0] if len(valid) == 1 else np.concatenate(valid)) if valid else None
-        results: list[dict[str, np.ndarray] | InvalidInputError] = []
-        start = 0
-        for item in checked:
-            if isinstance(item, InvalidInputError):
-                results.append(item)
-                continue
-            results.append({self.output.name: out[start : start + item.shape[0]]})
-            start += item.shape[0]
+        valid = [k for k, item in enumerate(checked) if not isinstance(item, InvalidInputError)]
+        results: list[dict[str, np.ndarray] | InvalidInputError] = list(checked)  # type: ignore[arg-type]
+        if valid:
+            outs = self.run_many([checked[k] for k in valid])  # type: ignore[misc]
+            for k, out in zip(valid, outs, strict=True):
+                results[k] = {self.output.name: out}
         return results
 
 

@@ -21,7 +21,7 @@ from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.params import get_float, get_int, get_json, subset
 from enrichment_light.core.processing.detection import pad_pose, postprocess_detections, postprocess_pose
-from enrichment_light.core.processing.image import decode_image, letterbox
+from enrichment_light.core.processing.image import LetterboxInfo, decode_image, letterbox
 from enrichment_light.core.processing.pose_rules import DEFAULT_POSE_RULES, PoseRules
 from enrichment_light.core.processing.reid import crop_persons, detected_person_crops
 from enrichment_light.core.processing.threat import ThreatMapping, ThreatTaxonomy, pad_threats, select_threats
@@ -91,6 +91,18 @@ def max_pixels_from_parameters(params: Mapping[str, str]) -> int:
     return get_int(params, "max_pixels", ct.DEFAULT_MAX_PIXELS, low=1)
 
 
+def letterbox_mode_from_parameters(params: Mapping[str, str]) -> str:
+    """The ``letterbox`` mode: ``rect`` (default) or ``square``.
+
+    Raises:
+        ValueError: Any other value.
+    """
+    mode = (params.get("letterbox") or ct.DEFAULT_LETTERBOX).strip().lower()
+    if mode not in ct.LETTERBOX_MODES:
+        raise ValueError(f"config parameter 'letterbox' must be one of {list(ct.LETTERBOX_MODES)}, got {mode!r}")
+    return mode
+
+
 # --------------------------------------------------------------------------------------------- inputs
 
 
@@ -152,18 +164,96 @@ def thresholds(
 
 
 def decode_and_letterbox(data: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode one image and letterbox it: ``(original RGB, letterboxed [640,640,3], info [5])``."""
+    """Decode one image and letterbox it square: ``(original RGB, letterboxed [640,640,3], info [5])``."""
     image = decode_image(data, max_pixels=max_pixels)
     boxed, info = letterbox(image, ct.DETECTOR_INPUT_SIZE)
     return image, boxed, info.to_array()
 
 
-def preprocess_batch(requests: Sequence[np.ndarray | None], *, max_pixels: int) -> list[Result]:
-    """``preprocess``: ``IMAGE_BYTES`` -> ``images`` (uint8 ``[n,640,640,3]``) and ``LETTERBOX_INFO``."""
+def decode_and_letterbox_all(
+    images: Sequence[bytes], max_pixels: int, mode: str = ct.DEFAULT_LETTERBOX
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Decode and letterbox the images of one request: ``[(original RGB, letterboxed, info [5])]``.
+
+    In ``rect`` mode each image gets the minimal stride-32 rectangle (Ultralytics
+    ``LetterBox(auto=True)``) when all images of the request share that rectangle, so that they
+    stack into one tensor; otherwise the request falls back to the square 640 x 640 letterbox, as
+    Ultralytics' predictor does for a batch of different shapes (``auto=same_shapes``). One camera
+    gives one shape, so its requests get the rect and batch together in Triton's dynamic batcher.
+    """
+    decoded = [decode_image(b, max_pixels=max_pixels) for b in images]
+    auto = mode == "rect"
+    if auto:
+        shapes = {LetterboxInfo.for_shape(*im.shape[:2], auto=True).output_shape(auto=True) for im in decoded}
+        auto = len(shapes) == 1
+    out = []
+    for image in decoded:
+        boxed, info = letterbox(image, ct.DETECTOR_INPUT_SIZE, auto=auto)
+        out.append((image, boxed, info.to_array()))
+    return out
+
+
+def check_detector_images(array: np.ndarray | None, static_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """Check a detector's ``images`` tensor: uint8 ``[n, H, W, 3]`` with H, W multiples of 32 in [32, 640].
+
+    Args:
+        array: The request's tensor.
+        static_hw: The only accepted ``(H, W)`` when the ONNX file has a fixed input size.
+
+    Raises:
+        InvalidInputError: Wrong dtype, rank or size (names the tensor and the rule).
+    """
+    arr = check_tensor(ct.IMAGES, array, np.uint8, (-1, -1, -1, 3))
+    h, w = arr.shape[1:3]
+    if static_hw is not None:
+        if (h, w) != tuple(static_hw):
+            raise InvalidInputError(
+                f"input {ct.IMAGES!r} must have shape [-1, {static_hw[0]}, {static_hw[1]}, 3] (this model was "
+                f"exported with a fixed input size), got {list(arr.shape)}"
+            )
+        return arr
+    lo, hi, stride = ct.DETECTOR_MIN_SIDE, ct.DETECTOR_MAX_SIDE, ct.DETECTOR_STRIDE
+    if not all(lo <= side <= hi and side % stride == 0 for side in (h, w)):
+        raise InvalidInputError(
+            f"input {ct.IMAGES!r} must be [n, H, W, 3] with H and W multiples of {stride} in [{lo}, {hi}], "
+            f"got {list(arr.shape)}"
+        )
+    return arr
+
+
+@dataclass(frozen=True)
+class PreprocessInput:
+    """The inputs of one ``preprocess`` request (arrays with the request's batch axis)."""
+
+    image_bytes: np.ndarray | None
+    conf: np.ndarray | None = None
+    iou: np.ndarray | None = None
+
+
+def preprocess_batch(
+    requests: Sequence[PreprocessInput | np.ndarray | None], *, max_pixels: int, letterbox_mode: str = "square"
+) -> list[Result]:
+    """``preprocess``: ``IMAGE_BYTES`` -> ``images`` (uint8 ``[n,H,W,3]``) and ``LETTERBOX_INFO``.
+
+    ``H x W`` is 640 x 640 in ``square`` mode and the minimal stride-32 rectangle in ``rect`` mode
+    (see :func:`decode_and_letterbox_all`).
+
+    The optional ``CONF_THRESHOLD`` / ``IOU_THRESHOLD`` overrides are validated first, before any
+    decode, so that a bad one costs microseconds instead of a decode plus a detector run (the
+    postprocessor applies them; its own check stays for direct callers).
+
+    Args:
+        requests: One :class:`PreprocessInput` (or a bare ``IMAGE_BYTES`` array) per request.
+        max_pixels: Decode limit per image.
+        letterbox_mode: ``rect`` or ``square``.
+    """
     results: list[Result] = []
-    for data in requests:
+    for request in requests:
+        item = request if isinstance(request, PreprocessInput) else PreprocessInput(request)
         try:
-            pairs = [decode_and_letterbox(b, max_pixels)[1:] for b in image_list(data)]
+            images = image_list(item.image_bytes)
+            thresholds(item.conf, item.iou, len(images), 0.0, 0.0)
+            pairs = [d[1:] for d in decode_and_letterbox_all(images, max_pixels, letterbox_mode)]
         except InvalidInputError as err:
             results.append(err)
             continue
@@ -279,6 +369,48 @@ def threat_postprocess_batch(items: Sequence[PostprocessInput], settings: Threat
     return _grouped(checked, lambda raw, info, conf, iou: threat_outputs(raw, info, conf, iou, settings))
 
 
+# --------------------------------------------------------------------------------------------- fused (cpu)
+
+
+def fused_detect_batch(
+    requests: Sequence[PreprocessInput],
+    *,
+    run: Callable[[Sequence[np.ndarray]], list[np.ndarray]],
+    postprocess: Callable[[Sequence[PostprocessInput]], list[Result]],
+    max_pixels: int,
+    letterbox_mode: str = ct.DEFAULT_LETTERBOX,
+) -> list[Result]:
+    """``pose`` / ``threat`` on the cpu target in one Python model: preprocess, detector, postprocess.
+
+    The same three steps as the ensemble, without two stub hops and their copies: thresholds are
+    checked and every frame decoded and letterboxed (:func:`preprocess_batch`), the valid requests
+    run through `run` (one batch per request), and `postprocess` (the pose or threat
+    ``*_postprocess_batch`` with its settings) gets the raw outputs.
+
+    Args:
+        requests: The ensemble inputs of each request.
+        run: The detector over one uint8 ``[n, H, W, 3]`` batch per request -> one raw
+            ``[n, C, anchors]`` per request (``OnnxRuntimeRunner.run_many``).
+        postprocess: The postprocessor over :class:`PostprocessInput` items.
+        max_pixels: Decode limit per image.
+        letterbox_mode: ``rect`` or ``square``.
+    """
+    pre = preprocess_batch(requests, max_pixels=max_pixels, letterbox_mode=letterbox_mode)
+    ok = [r for r, item in enumerate(pre) if not isinstance(item, InvalidInputError)]
+    raws = dict(zip(ok, run([pre[r][ct.IMAGES] for r in ok]) if ok else [], strict=True))  # type: ignore[index]
+    valid = sorted(raws)
+    posts = postprocess(
+        [
+            PostprocessInput(raws[r], pre[r][ct.LETTERBOX_INFO], requests[r].conf, requests[r].iou)  # type: ignore[index]
+            for r in valid
+        ]
+    )
+    results: list[Result] = list(pre)
+    for r, post in zip(valid, posts, strict=True):
+        results[r] = post
+    return results
+
+
 # --------------------------------------------------------------------------------------------- re-id crops
 
 
@@ -309,14 +441,16 @@ class EnrichSettings:
     max_pixels: int
     pose: PoseSettings
     threat: ThreatSettings
+    letterbox: str = ct.DEFAULT_LETTERBOX
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str]) -> EnrichSettings:
-        """Read ``max_pixels``, ``pose_*`` and ``threat_*`` parameters."""
+        """Read ``max_pixels``, ``letterbox``, ``pose_*`` and ``threat_*`` parameters."""
         return cls(
             max_pixels_from_parameters(params),
             PoseSettings.from_parameters(params, "pose_"),
             ThreatSettings.from_parameters(params, "threat_"),
+            letterbox_mode_from_parameters(params),
         )
 
 
@@ -345,7 +479,7 @@ def enrich_prepare(
             # Both detectors use the request's overrides; absent ones use each detector's default.
             conf = None if conf_in is None else thresholds(conf_in, None, n, 0.0, 0.0)[0]
             iou = None if iou_in is None else thresholds(None, iou_in, n, 0.0, 0.0)[1]
-            decoded = [decode_and_letterbox(b, settings.max_pixels) for b in images]
+            decoded = decode_and_letterbox_all(images, settings.max_pixels, settings.letterbox)
         except InvalidInputError as err:
             errors.append(err)
             continue
@@ -364,23 +498,39 @@ def enrich_prepare(
     return frames, errors
 
 
-def _by_thresholds(frames: Sequence[EnrichFrame], raw: np.ndarray, default_conf: float, default_iou: float, run):
+def _by_thresholds(
+    frames: Sequence[EnrichFrame], raw: Sequence[np.ndarray], default_conf: float, default_iou: float, run
+):
     outs: list[Any] = [None] * len(frames)
-    groups: dict[tuple[float, float], list[int]] = {}
+    groups: dict[tuple[float, float, tuple[int, ...]], list[int]] = {}
     for k, f in enumerate(frames):
-        key = (default_conf if f.conf is None else f.conf, default_iou if f.iou is None else f.iou)
+        key = (default_conf if f.conf is None else f.conf, default_iou if f.iou is None else f.iou, raw[k].shape)
         groups.setdefault(key, []).append(k)
-    for (conf, iou), idx in groups.items():
+    for (conf, iou, _), idx in groups.items():
         info = np.stack([frames[k].info for k in idx])
-        for k, out in zip(idx, run(raw[idx], info, conf, iou), strict=True):
+        for k, out in zip(idx, run(np.stack([raw[k] for k in idx]), info, conf, iou), strict=True):
             outs[k] = out
     return outs
 
 
+def by_shape(frames: Sequence[EnrichFrame]) -> list[list[int]]:
+    """Indices of the frames grouped by letterboxed shape (one detector batch per group)."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for k, f in enumerate(frames):
+        groups.setdefault(f.boxed.shape, []).append(k)
+    return list(groups.values())
+
+
 def enrich_postprocess(
-    frames: Sequence[EnrichFrame], pose_raw: np.ndarray, threat_raw: np.ndarray, settings: EnrichSettings
+    frames: Sequence[EnrichFrame],
+    pose_raw: Sequence[np.ndarray],
+    threat_raw: Sequence[np.ndarray],
+    settings: EnrichSettings,
 ) -> tuple[list[Outputs], list[np.ndarray], list[np.ndarray]]:
     """Pose and threat postprocessing of every frame, plus the person crops to embed.
+
+    `pose_raw` and `threat_raw` hold one raw output per frame (``[C, anchors]``; an ``[N, C, A]``
+    array also works when all frames share one shape).
 
     Returns:
         Per frame: the padded outputs so far (without ``EMBEDDINGS``), the crops

@@ -60,11 +60,17 @@ class TritonPythonModel:
         frames, errors = pipeline.enrich_prepare(inputs, self.settings)
         if not frames:
             return to_responses(pb_utils, errors)
-        boxed = np.stack([f.boxed for f in frames])
-        pose_raw, threat_raw = await asyncio.gather(
-            self._infer(ct.POSE_MODEL, ct.IMAGES, boxed, ct.RAW_OUTPUT),
-            self._infer(ct.THREAT_MODEL, ct.IMAGES, boxed, ct.RAW_OUTPUT),
-        )
+        groups = pipeline.by_shape(frames)  # rect letterbox: one detector batch per frame shape
+        calls = []
+        for idx in groups:
+            boxed = np.stack([frames[k].boxed for k in idx])
+            calls.append(self._infer(ct.POSE_MODEL, ct.IMAGES, boxed, ct.RAW_OUTPUT))
+            calls.append(self._infer(ct.THREAT_MODEL, ct.IMAGES, boxed, ct.RAW_OUTPUT))
+        raws = await asyncio.gather(*calls)
+        pose_raw, threat_raw = [None] * len(frames), [None] * len(frames)
+        for g, idx in enumerate(groups):
+            for j, k in enumerate(idx):
+                pose_raw[k], threat_raw[k] = raws[2 * g][j], raws[2 * g + 1][j]
         outputs, crops, owners = pipeline.enrich_postprocess(frames, pose_raw, threat_raw, self.settings)
         embeddings = await self._embed(crops)
         return to_responses(pb_utils, pipeline.enrich_finish(frames, outputs, embeddings, owners, errors))

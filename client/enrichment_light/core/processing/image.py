@@ -18,8 +18,10 @@ when it predicts on a file, so our pixels equal theirs:
 - the JPEG EXIF orientation is applied.
 
 :func:`letterbox` reproduces ``ultralytics.data.augment.LetterBox(new_shape=(s, s), auto=False)``
-pixel for pixel; :class:`LetterboxInfo` carries what is needed to map boxes and keypoints back
-to the original image (see :mod:`enrichment_light.core.processing.detection`).
+(square mode) and, with ``auto=True``, ``LetterBox(auto=True, stride=32)`` (rect mode: the minimal
+stride-32 rectangle Ultralytics' predictor uses) pixel for pixel; :class:`LetterboxInfo` carries
+what is needed to map boxes and keypoints back to the original image (see
+:mod:`enrichment_light.core.processing.detection`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import numpy as np
 from enrichment_light.core.contract import (
     DEFAULT_MAX_PIXELS,
     DETECTOR_INPUT_SIZE,
+    DETECTOR_STRIDE,
     LETTERBOX_INFO_LEN,
     LETTERBOX_PAD_VALUE,
 )
@@ -421,12 +424,22 @@ class LetterboxInfo:
         object.__setattr__(self, "gain", gain)
 
     @classmethod
-    def for_shape(cls, orig_h: int, orig_w: int, size: int = DETECTOR_INPUT_SIZE) -> LetterboxInfo:
-        """Compute the letterbox of an ``orig_h x orig_w`` image into ``size x size``."""
+    def for_shape(
+        cls, orig_h: int, orig_w: int, size: int = DETECTOR_INPUT_SIZE, *, auto: bool = False,
+        stride: int = DETECTOR_STRIDE,
+    ) -> LetterboxInfo:  # fmt: skip
+        """Compute the letterbox of an ``orig_h x orig_w`` image into ``size x size``.
+
+        With `auto` (Ultralytics' ``auto=True``, the rect mode) each side is padded only up to the
+        next multiple of `stride` instead of up to `size`.
+        """
         gain = min(size / orig_h, size / orig_w)
         new_w, new_h = max(round(orig_w * gain), 1), max(round(orig_h * gain), 1)
+        dw, dh = size - new_w, size - new_h
+        if auto:
+            dw, dh = dw % stride, dh % stride
         # Ultralytics: top = round(dh / 2 - 0.1), left = round(dw / 2 - 0.1) (Python round).
-        return cls(orig_h, orig_w, gain, round((size - new_w) / 2 - 0.1), round((size - new_h) / 2 - 0.1))
+        return cls(orig_h, orig_w, gain, round(dw / 2 - 0.1), round(dh / 2 - 0.1))
 
     @property
     def orig_height(self) -> int:
@@ -448,6 +461,13 @@ class LetterboxInfo:
         """``(height, width)`` of the resized image inside the letterbox."""
         gain = min(self.size / self.orig_h, self.size / self.orig_w)  # exact, as Ultralytics
         return max(round(self.orig_h * gain), 1), max(round(self.orig_w * gain), 1)
+
+    def output_shape(self, *, auto: bool = False, stride: int = DETECTOR_STRIDE) -> tuple[int, int]:
+        """``(height, width)`` of the letterboxed image: ``size x size``, or with `auto` the stride-padded rect."""
+        if not auto:
+            return self.size, self.size
+        new_h, new_w = self.new_shape
+        return new_h + (self.size - new_h) % stride, new_w + (self.size - new_w) % stride
 
     @property
     def gain_xy(self) -> tuple[float, float]:
@@ -498,33 +518,41 @@ def _check_image(image: object) -> np.ndarray:
     return image
 
 
-def letterbox(image_rgb: np.ndarray, size: int = DETECTOR_INPUT_SIZE) -> tuple[np.ndarray, LetterboxInfo]:
-    """Resize keeping the aspect ratio and pad to ``size x size``, exactly as Ultralytics.
+def letterbox(
+    image_rgb: np.ndarray, size: int = DETECTOR_INPUT_SIZE, *, auto: bool = False, stride: int = DETECTOR_STRIDE
+) -> tuple[np.ndarray, LetterboxInfo]:
+    """Resize keeping the aspect ratio and pad, exactly as Ultralytics.
 
-    Pixels equal ``LetterBox(new_shape=(size, size), auto=False)(image=image_rgb)``: bilinear
-    (``INTER_LINEAR``) resize to ``max(round(side * gain), 1)``, centred padding of value 114
-    with ``top = round(dh / 2 - 0.1)`` and ``left = round(dw / 2 - 0.1)``. Channels are treated
-    independently, so RGB in gives RGB out.
+    Pixels equal ``LetterBox(new_shape=(size, size), auto=auto, stride=stride)(image=image_rgb)``:
+    bilinear (``INTER_LINEAR``) resize to ``max(round(side * gain), 1)``, centred padding of value
+    114 with ``top = round(dh / 2 - 0.1)`` and ``left = round(dw / 2 - 0.1)``, where ``dw, dh`` is
+    the padding up to ``size`` (square mode) or, with `auto` (rect mode), only up to the next
+    multiple of `stride` (``dw % stride``). Channels are treated independently, so RGB in gives RGB
+    out.
 
     Args:
         image_rgb: ``(H, W, 3)`` uint8 image.
-        size: Side of the square output.
+        size: Side of the square output; with `auto`, the longer side of the output.
+        auto: Rect mode: the minimal stride-multiple rectangle (bus.jpg 1080x810 -> 640x480).
+        stride: The multiple each padded side is rounded up to in rect mode.
 
     Returns:
-        The ``(size, size, 3)`` uint8 letterboxed image and its :class:`LetterboxInfo`.
+        The letterboxed uint8 image and its :class:`LetterboxInfo`.
 
     Raises:
-        InvalidInputError: Not a non-empty ``(H, W, 3)`` uint8 array, or a bad ``size``.
+        InvalidInputError: Not a non-empty ``(H, W, 3)`` uint8 array, or a bad ``size``/``stride``.
     """
     image = _check_image(image_rgb)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
-        raise InvalidInputError(f"size must be a positive integer, got {size!r}")
+    for name, value in (("size", size), ("stride", stride)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+            raise InvalidInputError(f"{name} must be a positive integer, got {value!r}")
     h, w = image.shape[:2]
-    info = LetterboxInfo.for_shape(h, w, int(size))
+    info = LetterboxInfo.for_shape(h, w, int(size), auto=auto, stride=int(stride))
     new_h, new_w = info.new_shape
+    out_h, out_w = info.output_shape(auto=auto, stride=int(stride))
     if (new_h, new_w) != (h, w):
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    out = np.empty((size, size, 3), dtype=np.uint8)
+    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
     top, left = info.pad_top, info.pad_left
     # Fill only the borders, then copy the resized image in (cheaper than copyMakeBorder + copy).
     out[:top] = LETTERBOX_PAD_VALUE

@@ -1,0 +1,1 @@
+../../../../model_repository/pose/1/model.py

@@ -1,0 +1,1 @@
+../../../../model_repository/threat/1/model.py
