@@ -580,6 +580,13 @@ def _assert_pairwise_distinct(expected: list[dict[str, np.ndarray]]) -> None:
     assert len(keys) >= 3, f"only {len(keys)} distinct references among {len(expected)}: swaps would go unseen"
 
 
+@pytest.fixture(scope="session")
+def square_reference(serving_repository: Path) -> Reference:
+    """The reference with the square 640 x 640 letterbox: every raw output has the same anchors, so the
+    postprocess requests built from it can share one Triton batch (rect raws of other sizes cannot)."""
+    return Reference(serving_repository, THREAT_NAMES, rect=False)
+
+
 _POSTPROCESS = {
     # model: (raw-producing detector, conf of group A, conf of group B, reference, float outputs, exact outputs)
     ct.POSE_POSTPROCESS: (
@@ -595,7 +602,7 @@ _POSTPROCESS = {
 
 @pytest.mark.parametrize("model", sorted(_POSTPROCESS))
 def test_postprocess_group_fallback_serves_good_requests_when_a_bad_one_shares_their_group(
-    server, clients, reference, model
+    server, clients, square_reference, model
 ):
     """``pipeline._grouped`` in a real shared batch: one request's LETTERBOX_INFO passes the per-request checks
     but makes the grouped postprocessing raise; its group is then run image by image. In ONE execution
@@ -608,8 +615,8 @@ def test_postprocess_group_fallback_serves_good_requests_when_a_bad_one_shares_t
     photos = _distinct_photos()[:6]
     raws, infos = [], []
     for data in photos:
-        _, boxed, info = reference.letterboxed(data)
-        raws.append(reference.run(detector, boxed[None]))
+        _, boxed, info = square_reference.letterboxed(data)
+        raws.append(square_reference.run(detector, boxed[None]))
         infos.append(info[None].astype(np.float32))
 
     def request(k: int, conf: float) -> dict[str, np.ndarray]:
@@ -652,7 +659,7 @@ def test_postprocess_group_fallback_serves_good_requests_when_a_bad_one_shares_t
         cases = want if isinstance(want, list) else [want]
         assert got[ct.NUM_DETECTIONS].shape[0] == len(cases)
         for row, (k, conf) in enumerate(cases):
-            expected = getattr(reference, kind)(photos[k], conf)
+            expected = getattr(square_reference, kind)(photos[k], conf)
             expected_all.append(expected)
             for name in exact:
                 np.testing.assert_array_equal(got[name][row], expected[name], err_msg=f"{name} of image {k}")
@@ -684,12 +691,12 @@ def test_enrich_serves_each_good_request_when_bad_ones_share_its_batch(server, c
         request([0], [conf_a]),
         request([1], [conf_b]),
         {ct.IMAGE_BYTES: _image(b"\xff\xd8\xff\xe0garbage"), ct.CONF_THRESHOLD: _conf(conf_a)},
-        request([2, 3], [conf_a, conf_b]),
-        request([4], [conf_b]),
+        request([3, 4], [conf_a, conf_b]),  # two frames of one shape: rect letterbox, as single frames
+        request([2], [conf_b]),
         {ct.IMAGE_BYTES: _image(photos[5]), ct.CONF_THRESHOLD: _conf(1.5)},
         request([5], [conf_a]),
     ]
-    wants = [[(0, conf_a)], [(1, conf_b)], None, [(2, conf_a), (3, conf_b)], [(4, conf_b)], None, [(5, conf_a)]]
+    wants = [[(0, conf_a)], [(1, conf_b)], None, [(3, conf_a), (4, conf_b)], [(2, conf_b)], None, [(5, conf_a)]]
     # 7 requests, 8 frames; blockers: eight frames each (a full batch), conf 1 so that OSNet is skipped
     blocker = {ct.IMAGE_BYTES: np.array([[photos[0]]] * 8, np.object_), ct.CONF_THRESHOLD: _conf(1.0).repeat(8, 0)}
     results, delta = _one_shared_batch(server, clients, ct.ENRICH, [blocker] * 3, payloads)
