@@ -498,6 +498,242 @@ def test_only_bad_request_fails_when_it_shares_a_batch_with_good_ones(clients, r
         np.testing.assert_allclose(out[ct.LETTERBOX_INFO][0], info, rtol=1e-6)
 
 
+def _model_stats(client, model: str) -> dict[str, int]:
+    """Statistics-extension counters of `model` so far (requests that succeeded/failed, executions, images)."""
+    stats = client.get_inference_statistics(model)["model_stats"][0]
+    return {
+        "success": int(stats["inference_stats"]["success"]["count"]),
+        "fail": int(stats["inference_stats"]["fail"]["count"]),
+        "executions": int(stats["execution_count"]),
+        "inferences": int(stats["inference_count"]),
+    }
+
+
+def _pending_requests(server, model: str) -> int:
+    """Requests of `model` queued and not yet executing (the ``nv_inference_pending_request_count`` gauge)."""
+    import urllib.request
+
+    with urllib.request.urlopen(server.metrics_url, timeout=5) as reply:
+        text = reply.read().decode()
+    for line in text.splitlines():
+        if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+def _one_shared_batch(
+    server, clients, model: str, blockers: list[dict], payloads: list[dict]
+) -> tuple[list, dict[str, int]]:
+    """Send `blockers` (each a full batch of ``max_batch_size``), then `payloads` (together one full batch).
+
+    One blocker more than `model` has instances: once one of them waits in the queue (metrics gauge), every
+    instance is busy, and the payloads, sent then, queue behind it and leave as one batch. Retries until the
+    statistics extension shows exactly one execution per blocker plus ONE for all payloads (a full blocker
+    cannot share an execution). Returns per payload its outputs or the ``InferenceServerException`` it got,
+    and the counter deltas of that try. Sent over gRPC: its client sends from its own threads, in order.
+    """
+    import queue
+    import time
+
+    module, client = clients["grpc"]
+    _, http = clients["http"]
+
+    def send(inputs: dict, sink: queue.Queue, key: int) -> None:
+        tensors = [_tensor(module, k, v) for k, v in inputs.items()]
+        client.async_infer(model, tensors, callback=lambda result, error: sink.put((key, result, error)))
+
+    executions = None
+    for _attempt in range(10):
+        before = _model_stats(http, model)
+        held: queue.Queue = queue.Queue()
+        for key, blocker in enumerate(blockers):
+            send(blocker, held, key)
+        deadline = time.monotonic() + 30
+        while _pending_requests(server, model) < 1:  # every instance busy, one blocker queued
+            assert time.monotonic() < deadline, f"no blocker of {model} ever waited in the queue"
+            time.sleep(0.002)
+        done: queue.Queue = queue.Queue()
+        for key, payload in enumerate(payloads):
+            send(payload, done, key)
+        results: list = [None] * len(payloads)
+        for _ in payloads:
+            key, result, error = done.get(timeout=60)
+            results[key] = error if error is not None else _outputs(model, result)
+        for _ in blockers:
+            assert held.get(timeout=60)[2] is None, "a blocker failed"
+        after = _model_stats(http, model)
+        delta = {k: after[k] - before[k] for k in after}
+        executions = delta["executions"]
+        if executions == len(blockers) + 1:
+            return results, delta
+    pytest.fail(f"the payloads never shared one execution of {model} in 10 tries (last: {executions} executions)")
+
+
+def _assert_pairwise_distinct(expected: list[dict[str, np.ndarray]]) -> None:
+    """Most references differ, so a response handed to the wrong request is caught.
+
+    Random-init heads can give two images the same outputs (same size, boxes clipped to one corner, or no
+    detection); swapping those two would be harmless, so only "at least three distinct" is required.
+    """
+    field = ct.SCORES if ct.SCORES in expected[0] else ct.PERSON_SCORES
+    keys = {np.concatenate([e[ct.BOXES].ravel(), e[field].ravel()]).tobytes() for e in expected}
+    assert len(keys) >= 3, f"only {len(keys)} distinct references among {len(expected)}: swaps would go unseen"
+
+
+@pytest.fixture(scope="session")
+def square_reference(serving_repository: Path) -> Reference:
+    """The reference with the square 640 x 640 letterbox: every raw output has the same anchors, so the
+    postprocess requests built from it can share one Triton batch (rect raws of other sizes cannot)."""
+    return Reference(serving_repository, THREAT_NAMES, rect=False)
+
+
+_POSTPROCESS = {
+    # model: (raw-producing detector, conf of group A, conf of group B, reference, float outputs, exact outputs)
+    ct.POSE_POSTPROCESS: (
+        ct.POSE_MODEL, 0.01, 0.02, "pose", (ct.BOXES, ct.SCORES, ct.KEYPOINTS, ct.POSE_CONFIDENCE),
+        (ct.NUM_DETECTIONS, ct.POSE_CLASS, ct.SUSPICIOUS),
+    ),
+    ct.THREAT_POSTPROCESS: (
+        ct.THREAT_MODEL, 0.001, 0.002, "threat", (ct.BOXES, ct.SCORES),
+        (ct.NUM_DETECTIONS, ct.CLASS_IDS, ct.SEVERITY, ct.MAX_SEVERITY, ct.THREAT_TYPE),
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model", sorted(_POSTPROCESS))
+def test_postprocess_group_fallback_serves_good_requests_when_a_bad_one_shares_their_group(
+    server, clients, square_reference, model
+):
+    """``pipeline._grouped`` in a real shared batch: one request's LETTERBOX_INFO passes the per-request checks
+    but makes the grouped postprocessing raise; its group is then run image by image. In ONE execution
+    (statistics extension) only that request fails, and every good one, in its group or the other, a
+    two-image request split across both groups included, gets the outputs of its own image.
+    """
+    from tritonclient.utils import InferenceServerException
+
+    detector, conf_a, conf_b, kind, close, exact = _POSTPROCESS[model]
+    photos = _distinct_photos()[:6]
+    raws, infos = [], []
+    for data in photos:
+        _, boxed, info = square_reference.letterboxed(data)
+        raws.append(square_reference.run(detector, boxed[None]))
+        infos.append(info[None].astype(np.float32))
+
+    def request(k: int, conf: float) -> dict[str, np.ndarray]:
+        return {ct.RAW_OUTPUT: raws[k], ct.LETTERBOX_INFO: infos[k], ct.CONF_THRESHOLD: _conf(conf)}
+
+    # images 0-3: one request each; images 4+5: one two-image request, one image per group
+    payloads = [request(0, conf_a), request(1, conf_b), request(2, conf_a), request(3, conf_b)]
+    payloads.append(
+        {
+            ct.RAW_OUTPUT: np.concatenate([raws[4], raws[5]]),
+            ct.LETTERBOX_INFO: np.concatenate([infos[4], infos[5]]),
+            ct.CONF_THRESHOLD: np.array([[conf_a], [conf_b]], np.float32),
+        }
+    )
+    bad = {**request(0, conf_a), ct.LETTERBOX_INFO: np.full((1, ct.LETTERBOX_INFO_LEN), np.nan, np.float32)}
+    payloads.insert(2, bad)  # in group A, between good members of it
+    payloads.append(request(1, conf_a))  # image 1 again, now in group A: 8 images in all
+    wants = [(0, conf_a), (1, conf_b), None, (2, conf_a), (3, conf_b), [(4, conf_a), (5, conf_b)], (1, conf_a)]
+
+    full = np.concatenate([raws[0]] * 8)
+    blockers = [
+        {
+            ct.RAW_OUTPUT: full,
+            ct.LETTERBOX_INFO: np.concatenate([infos[0]] * 8),
+            ct.CONF_THRESHOLD: _conf(0.0).repeat(8, 0),
+        }
+        for _ in range(2)
+    ]
+    results, delta = _one_shared_batch(server, clients, model, blockers, payloads)
+
+    assert delta["inferences"] == 8 * len(blockers) + 8, delta
+    assert delta["success"] + delta["fail"] == len(blockers) + len(payloads), delta
+    assert isinstance(results[2], InferenceServerException), "the bad request must fail"
+    assert results[2].status() == "StatusCode.INVALID_ARGUMENT" and "finite values" in str(results[2]), str(results[2])
+    expected_all = []
+    for got, want in zip(results, wants, strict=True):
+        if want is None:
+            continue
+        assert not isinstance(got, Exception), f"a good request failed: {got}"
+        cases = want if isinstance(want, list) else [want]
+        assert got[ct.NUM_DETECTIONS].shape[0] == len(cases)
+        for row, (k, conf) in enumerate(cases):
+            expected = getattr(square_reference, kind)(photos[k], conf)
+            expected_all.append(expected)
+            for name in exact:
+                np.testing.assert_array_equal(got[name][row], expected[name], err_msg=f"{name} of image {k}")
+            for name in close:
+                np.testing.assert_allclose(got[name][row], expected[name], rtol=1e-5, atol=1e-3, err_msg=name)
+    assert sum(int(e[ct.NUM_DETECTIONS][0]) for e in expected_all) > 0, "thresholds too high to compare boxes"
+    _assert_pairwise_distinct(expected_all)
+
+
+def test_enrich_serves_each_good_request_when_bad_ones_share_its_batch(server, clients, reference):
+    """``enrich``'s batch path: eight frames from six good requests (one with two frames, two conf overrides)
+    and two bad ones (a corrupt frame, a conf above 1) in ONE execution (statistics extension). Exactly the
+    two bad ones fail, and each good frame gets its own threats, persons and embeddings (in-process oracle).
+    """
+    from tritonclient.utils import InferenceServerException
+
+    photos = _distinct_photos()
+    conf_a, conf_b = 0.01, 0.02
+
+    def request(frames: list[int], confs: list[float]) -> dict[str, np.ndarray]:
+        return {
+            ct.IMAGE_BYTES: np.array([[photos[k]] for k in frames], dtype=np.object_),
+            ct.CONF_THRESHOLD: np.array([[c] for c in confs], np.float32),
+        }
+
+    # every payload carries the same inputs: Triton's batcher does not batch requests whose optional inputs differ
+
+    payloads = [
+        request([0], [conf_a]),
+        request([1], [conf_b]),
+        {ct.IMAGE_BYTES: _image(b"\xff\xd8\xff\xe0garbage"), ct.CONF_THRESHOLD: _conf(conf_a)},
+        request([3, 4], [conf_a, conf_b]),  # two frames of one shape: rect letterbox, as single frames
+        request([2], [conf_b]),
+        {ct.IMAGE_BYTES: _image(photos[5]), ct.CONF_THRESHOLD: _conf(1.5)},
+        request([5], [conf_a]),
+    ]
+    wants = [[(0, conf_a)], [(1, conf_b)], None, [(3, conf_a), (4, conf_b)], [(2, conf_b)], None, [(5, conf_a)]]
+    # 7 requests, 8 frames; blockers: eight frames each (a full batch), conf 1 so that OSNet is skipped
+    blocker = {ct.IMAGE_BYTES: np.array([[photos[0]]] * 8, np.object_), ct.CONF_THRESHOLD: _conf(1.0).repeat(8, 0)}
+    results, delta = _one_shared_batch(server, clients, ct.ENRICH, [blocker] * 3, payloads)
+
+    assert delta["inferences"] == 8 * 3 + 8, delta
+    assert delta["success"] + delta["fail"] == 3 + len(payloads), delta
+    for index, fragment in ((2, "JPEG"), (5, "CONF_THRESHOLD must be in [0, 1]")):
+        err = results[index]
+        assert isinstance(err, InferenceServerException), f"bad request {index} must fail"
+        assert err.status() == "StatusCode.INVALID_ARGUMENT" and fragment in str(err), str(err)
+    expected_poses, persons = [], 0
+    for got, want in zip(results, wants, strict=True):
+        if want is None:
+            continue
+        assert not isinstance(got, Exception), f"a good request failed: {got}"
+        assert got[ct.NUM_PERSONS].shape[0] == len(want)
+        for row, (k, conf) in enumerate(want):
+            data = photos[k]
+            pose, threat = reference.pose(data, conf), reference.threat(data, conf)
+            expected_poses.append(pose)
+            n = int(got[ct.NUM_PERSONS][row, 0])
+            assert n == int(pose[ct.NUM_DETECTIONS][0]), f"persons of frame {k}"
+            persons += n
+            assert int(got[ct.NUM_THREATS][row, 0]) == int(threat[ct.NUM_DETECTIONS][0]), f"threats of frame {k}"
+            np.testing.assert_allclose(got[ct.BOXES][row], pose[ct.BOXES], rtol=1e-5, atol=1e-3)
+            np.testing.assert_allclose(got[ct.KEYPOINTS][row], pose[ct.KEYPOINTS], rtol=1e-5, atol=1e-3)
+            np.testing.assert_array_equal(got[ct.POSE_CLASS][row], pose[ct.POSE_CLASS])
+            np.testing.assert_allclose(got[ct.THREAT_BOXES][row], threat[ct.BOXES], rtol=1e-5, atol=1e-3)
+            np.testing.assert_array_equal(got[ct.THREAT_TYPE][row], threat[ct.THREAT_TYPE])
+            np.testing.assert_allclose(got[ct.LETTERBOX_INFO][row], reference.letterboxed(data)[2], rtol=1e-6)
+            emb = got[ct.EMBEDDINGS][row]
+            np.testing.assert_allclose(emb[:n], reference.embeddings(data, pose[ct.BOXES][:n]), atol=1e-4)
+            assert not emb[n:].any()
+    assert persons > 0, "no person found: the embeddings were not compared"
+    _assert_pairwise_distinct(expected_poses)
+
+
 THRESHOLD_CASES = [
     (ct.POSE_ENSEMBLE, ct.CONF_THRESHOLD, 1.5),
     (ct.POSE_ENSEMBLE, ct.IOU_THRESHOLD, -0.1),
