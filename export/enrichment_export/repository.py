@@ -159,6 +159,28 @@ def load_gpu_profile(path: str | os.PathLike[str] | None) -> dict[str, ModelTuni
     return tuning
 
 
+def cpu_tuning(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, ModelTuning]:
+    """:data:`CPU_TUNING` with `overrides` (model name -> :class:`ModelTuning` fields) applied.
+
+    Raises:
+        ValueError: Unknown model names, unknown keys or values out of range.
+    """
+    tuning = dict(CPU_TUNING)
+    known = {f.name for f in dataclasses.fields(ModelTuning)}
+    for name, entry in (overrides or {}).items():
+        try:
+            spec = ct.model_spec(name)
+        except KeyError:
+            raise ValueError(f"BuildOptions.cpu_tuning: unknown model {name!r}") from None
+        if not isinstance(entry, Mapping) or set(entry) - known:
+            raise ValueError(f"BuildOptions.cpu_tuning: bad entry for {name!r}: {entry!r} (keys: {sorted(known)})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+        tuned = dataclasses.replace(tuning.get(name, ModelTuning()), **values)
+        _check_tuning(name, tuned, spec.max_batch_size, where="BuildOptions.cpu_tuning")
+        tuning[name] = tuned
+    return tuning
+
+
 def _check_tuning(name: str, tuning: ModelTuning, max_batch_size: int, *, where: str) -> None:
     if tuning.kind not in ("KIND_CPU", "KIND_GPU") or not 1 <= tuning.instances <= 8:
         raise ValueError(f"{where}: {name}: kind must be KIND_CPU/KIND_GPU and instances in [1, 8]")
@@ -199,6 +221,8 @@ class BuildOptions:
         ort_trt_cache_dir: Writable folder of the server for the accelerator's engine and timing
             caches (one subfolder per model; the tensorrt target adds the TensorRT version).
         osnet_trt_opt_batch: The accelerator profile's optimal batch size (min 1, max 32).
+        cpu_tuning: cpu target: overrides of :data:`CPU_TUNING`, model name -> :class:`ModelTuning`
+            fields (e.g. ``{"pose": {"instances": 2}}``); checked like the GPU profile.
     """
 
     class_names: tuple[str, ...] | None = None
@@ -217,6 +241,7 @@ class BuildOptions:
     ort_concurrent_runs: int = 2
     ort_trt_cache_dir: str = ORT_TRT_CACHE_DIR
     osnet_trt_opt_batch: int = 8
+    cpu_tuning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
@@ -238,6 +263,7 @@ class BuildOptions:
         from enrichment_light.core.processing.pose_rules import PoseRules
 
         PoseRules.from_mapping({k: str(v) for k, v in self.pose_rules.items()})  # validates names and values
+        cpu_tuning(self.cpu_tuning)  # validates model names, keys and ranges
 
 
 # --------------------------------------------------------------------------------------------- parameters
@@ -917,7 +943,7 @@ def build_repository(
                     "at 640x640; re-export it (enrichment-export onnx) or build with letterbox 'square'"
                 )
 
-    tuning = CPU_TUNING if target == "cpu" else load_gpu_profile(options.gpu_profile)
+    tuning = cpu_tuning(options.cpu_tuning) if target == "cpu" else load_gpu_profile(options.gpu_profile)
     plan_checks: dict[str, PlanCheck] = {}
     if target == "tensorrt":
         device, plan_checks = _check_plans(target, plan_root, sources, device, fallback)
@@ -1048,7 +1074,7 @@ def committed_configs(options: BuildOptions | None = None) -> dict[str, str]:
                 if ct.model_spec(name).kind == "ensemble" and not is_fused(name, "cpu", options)
                 else "python",
                 options=options,
-                tuning=CPU_TUNING.get(name, ModelTuning()),
+                tuning=cpu_tuning(options.cpu_tuning).get(name, ModelTuning()),
             ),
             "cpu",
         )
