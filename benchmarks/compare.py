@@ -142,6 +142,9 @@ def build_variant(models: dict, work: Path, intra_op_threads: int, tag: str, opt
 def build_int8(work: Path, intra_op_threads: int) -> tuple[Path, dict[str, Path], dict[str, dict]]:
     """INT8 pose/threat ONNX (forced past the gate: its figures are reported, not enforced) and a repository.
 
+    Calibration and held-out frames are ``bench_int8.frames()``: the augmented bus.jpg / zidane.jpg
+    variants docs/int8.md's gate figures and ``tests/integration/test_int8.py`` use.
+
     Raises:
         SystemExit: helper ``int8``'s ``enrichment_export.quantize`` is not in this tree.
     """
@@ -152,18 +155,24 @@ def build_int8(work: Path, intra_op_threads: int) -> tuple[Path, dict[str, Path]
             f"--int8 needs enrichment_export.quantize (helper int8's INT8 export), which this tree lacks ({err}); "
             "merge main once it has it, or run without --int8"
         ) from None
+    from bench_int8 import frames
+
     from enrichment_export.repository import BuildOptions, build_repository
 
+    calibration, held_out = frames()
     art = work / "artifacts"
     int8_dir = work / "artifacts-int8"
     int8_dir.mkdir(parents=True, exist_ok=True)
     onnx, gate = {}, {}
     for name in (ct.POSE_MODEL, ct.THREAT_MODEL):
-        result = export_int8(name, art / f"{name}.onnx", int8_dir / f"{name}.onnx", force=True)
+        result = export_int8(name, art / f"{name}.onnx", int8_dir / f"{name}.onnx", force=True,
+                             calibration_frames=calibration, holdout_frames=held_out)  # fmt: skip
         onnx[name] = result.path
         r = result.report
         gate[name] = {"passed": r.passed, "recall": r.recall, "precision": r.precision,
-                      "mean_score_diff": r.mean_score_diff, "frames": r.frames}  # fmt: skip
+                      "mean_score_diff": r.mean_score_diff, "frames": r.frames,
+                      "calibration_frames": len(calibration), "fp32_detections": r.fp32_detections,
+                      "int8_detections": r.int8_detections, "matched": r.matched}  # fmt: skip
     out = build_repository(
         work / "repository-int8", target="cpu", onnx={**onnx, ct.REID_MODEL: art / f"{ct.REID_MODEL}.onnx"},
         options=BuildOptions(ort_intra_op_threads=intra_op_threads), allowed_roots=[work],
