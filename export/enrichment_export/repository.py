@@ -117,9 +117,13 @@ CPU_TUNING: dict[str, ModelTuning] = {
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
     ct.ENRICH: ModelTuning(instances=2, max_queue_delay_us=0),
-    # The fused pose / threat models (fuse_cpu_pipelines): one onnxruntime session each, as the detectors.
-    ct.POSE_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
-    ct.THREAT_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    # The fused pose / threat models (fuse_cpu_pipelines): two instances each, one single-threaded
+    # onnxruntime session per instance (BuildOptions.fused_intra_op_threads / fused_concurrent_runs).
+    # Measured on 2 shared cores, one interleaved run: 7.52 / 9.49 / 10.10 images/s at concurrency
+    # 1 / 4 / 8 against 3.76 / 5.90 / 5.64 for one instance with 2 threads and 2 concurrent runs
+    # (docs/cpu-performance.md).
+    ct.POSE_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    ct.THREAT_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
 }
 GPU_DEFAULT_TUNING: dict[str, ModelTuning] = {
     **CPU_TUNING,
@@ -221,6 +225,11 @@ class BuildOptions:
         ort_trt_cache_dir: Writable folder of the server for the accelerator's engine and timing
             caches (one subfolder per model; the tensorrt target adds the TensorRT version).
         osnet_trt_opt_batch: The accelerator profile's optimal batch size (min 1, max 32).
+        fused_intra_op_threads: cpu target: onnxruntime intra-op threads of each instance of the
+            fused ``pose`` / ``threat`` models (default 1: two single-threaded instances use 2 cores
+            better than one with 2 threads, and survive a busy machine; docs/cpu-performance.md).
+        fused_concurrent_runs: cpu target: ``concurrent_runs`` of each fused instance (default 1:
+            the second instance provides the concurrency).
         cpu_tuning: cpu target: overrides of :data:`CPU_TUNING`, model name -> :class:`ModelTuning`
             fields (e.g. ``{"pose": {"instances": 2}}``); checked like the GPU profile.
     """
@@ -241,6 +250,8 @@ class BuildOptions:
     ort_concurrent_runs: int = 2
     ort_trt_cache_dir: str = ORT_TRT_CACHE_DIR
     osnet_trt_opt_batch: int = 8
+    fused_intra_op_threads: int = 1
+    fused_concurrent_runs: int = 1
     cpu_tuning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -256,6 +267,11 @@ class BuildOptions:
             if not names or any(not n.strip() for n in names):
                 raise ValueError(f"BuildOptions.class_names must be non-empty names, got {self.class_names!r}")
             object.__setattr__(self, "class_names", names)
+        if self.fused_intra_op_threads < 0 or self.fused_concurrent_runs < 1:
+            raise ValueError(
+                "BuildOptions: fused_intra_op_threads must be >= 0 and fused_concurrent_runs >= 1, got "
+                f"{self.fused_intra_op_threads!r} and {self.fused_concurrent_runs!r}"
+            )
         if self.ort_concurrent_runs < 1:
             raise ValueError(f"BuildOptions.ort_concurrent_runs must be >= 1, got {self.ort_concurrent_runs!r}")
         if self.max_pixels <= 0 or self.ort_intra_op_threads < 0 or self.ort_inter_op_threads < 0:
@@ -314,7 +330,10 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
     if is_fused(name, target, options):
         detector, post = FUSED_CPU[name]
         params = {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
-        params.update({f"ort_{k}": v for k, v in model_parameters(detector, target, options, class_names).items()})
+        ort = model_parameters(detector, target, options, class_names)
+        ort["intra_op_threads"] = str(options.fused_intra_op_threads)
+        ort["concurrent_runs"] = str(options.fused_concurrent_runs)
+        params.update({f"ort_{k}": v for k, v in ort.items()})
         params.update({f"post_{k}": v for k, v in model_parameters(post, target, options, class_names).items()})
         return params
     if name == ct.PREPROCESS:

@@ -189,6 +189,8 @@ def test_build_repository_writes_thresholds_and_rules_when_options_override_them
         ({"class_names": ()}, "class_names"),
         ({"pose_rules": {"no_such_rule": 1.0}}, "no_such_rule"),
         ({"max_pixels": 0}, "max_pixels"),
+        ({"fused_intra_op_threads": -1}, "fused_intra_op_threads"),
+        ({"fused_concurrent_runs": 0}, "fused_concurrent_runs"),
         ({"cpu_tuning": {"no_such_model": {"instances": 2}}}, "no_such_model"),
         ({"cpu_tuning": {"pose": {"no_such_field": 2}}}, "no_such_field"),
         ({"cpu_tuning": {"pose": {"instances": 9}}}, "instances"),
@@ -570,3 +572,20 @@ def test_build_repository_applies_cpu_tuning_when_options_override_it(tmp_path, 
     assert pose.dynamic_batching.max_queue_delay_microseconds == 0
     threat = rb.parse_config((result.out_dir / ct.THREAT_ENSEMBLE / "config.pbtxt").read_text())
     assert threat.instance_group[0].count == rb.CPU_TUNING[ct.THREAT_ENSEMBLE].instances
+
+
+def test_fused_cpu_models_run_two_single_threaded_instances_when_built_with_defaults(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    for name in rb.FUSED_CPU:
+        cfg = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text())
+        assert cfg.instance_group[0].count == 2
+        assert cfg.parameters["ort_intra_op_threads"].string_value == "1"
+        assert cfg.parameters["ort_concurrent_runs"].string_value == "1"
+    osnet = rb.parse_config((result.out_dir / ct.REID_MODEL / "config.pbtxt").read_text())
+    assert osnet.parameters["intra_op_threads"].string_value == "2"  # OSNet keeps ort_intra_op_threads
+    opts = rb.BuildOptions(fused_intra_op_threads=2, fused_concurrent_runs=2)
+    custom = rb.build_repository(tmp_path / "custom", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                                 options=opts)  # fmt: skip
+    pose = rb.parse_config((custom.out_dir / ct.POSE_ENSEMBLE / "config.pbtxt").read_text())
+    assert pose.parameters["ort_intra_op_threads"].string_value == "2"
+    assert pose.parameters["ort_concurrent_runs"].string_value == "2"
