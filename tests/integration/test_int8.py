@@ -121,11 +121,12 @@ def test_build_repository_int8_is_served_and_reported_when_exported_int8(
         health = client.health()["models"]
         assert health[ct.THREAT_MODEL]["precision"] == "int8" and health[ct.POSE_ENSEMBLE]["precision"] == "-"
         served = client.detect_threats(image)
+        letterbox_mode = client.model_config(ct.THREAT_ENSEMBLE)["parameters"]["letterbox"]["string_value"]
     with EnrichmentClient(server.http_url, protocol="http") as client:
         assert client.backend_info([ct.THREAT_MODEL])[ct.THREAT_MODEL].precision == "int8"
 
     # Oracle: the same INT8 file under bare onnxruntime and the reference postprocessing.
-    lb, lb_info = letterbox(decode_image(image))
+    lb, lb_info = letterbox(decode_image(image), auto=letterbox_mode == "rect")  # as the server letterboxes
     raw = quantize._session(threat.path).run(None, {ct.IMAGES: lb[None]})[0]
     expected = postprocess_detections(raw, [lb_info], conf=0.5, iou=0.7)[0]
     assert len(served.threats) == len(expected.scores) >= 3

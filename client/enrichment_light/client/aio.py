@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from enrichment_light.client.base import ClientBase
+from enrichment_light.client.base import UNLOAD_WAIT_S, ClientBase
 from enrichment_light.client.inputs import ImageInput
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
@@ -353,8 +353,14 @@ class AsyncEnrichmentClient(ClientBase):
         async def run(c: Any, _e: Endpoint) -> Any:
             return await c.unload_model(model, headers=self._admin_headers, unload_dependents=unload_dependents)
 
+        async def index(c: Any, _e: Endpoint) -> Any:
+            return await c.get_model_repository_index(headers=self._admin_headers, **self._as_json())
+
         await self._call(run, model=model)
         self._core.configs.pop(model, None)
+        deadline = time.monotonic() + (self._core.timeout_s or UNLOAD_WAIT_S)  # as the sync client
+        while self._still_unloading(await self._call(index), model) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def backend_info(self, models: Sequence[str] | None = None) -> dict[str, BackendInfo]:
         """Which backend serves each inference model (see the sync client)."""

@@ -9,6 +9,9 @@ from typing import Any
 from enrichment_light.client.plans import CLIENT_MODELS, TENSOR_ENSEMBLES, ClientCore
 from enrichment_light.client.transport import admin_headers
 
+# How long unload_model waits for Triton to finish unloading when the client has no timeout_s.
+UNLOAD_WAIT_S = 30.0
+
 
 class ClientBase:
     """State and read-only properties shared by the sync and asyncio clients."""
@@ -42,6 +45,17 @@ class ClientBase:
     def transport(self) -> str:
         """``"bytes"`` or ``"shm"``."""
         return self._core.transport
+
+    @staticmethod
+    def _still_unloading(index: Any, model: str) -> bool:
+        """Whether the repository index shows `model` in Triton's UNLOADING state.
+
+        Triton answers an unload request at once; a Python-backend model then takes about a second to
+        stop its stub, and while it does the server reports not ready (strict readiness). The
+        clients' ``unload_model`` waits this out, so that what follows sees a plainly unloaded model.
+        """
+        models = index.get("models", []) if isinstance(index, dict) else index
+        return any(dict(m).get("name") == model and dict(m).get("state") == "UNLOADING" for m in models)
 
     def _default_models(self) -> tuple[str, ...]:
         """What ``wait_until_ready`` waits for: every model the client's methods call with its transport."""

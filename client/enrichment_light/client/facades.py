@@ -102,12 +102,17 @@ class _TritonModel:
             ServerUnavailableError: The server cannot be reached.
             ModelNotReadyError: The model did not become ready within ``load_timeout_s``.
         """
-        if not all(self.client.is_model_ready(m) for m in self.models):
+        # Everything unload() unloaded: on the cpu target `pose`/`threat` are fused Python models, so
+        # loading them no longer brings back the detector and postprocessor an ensemble would load.
+        wanted = (self.models[0], *self.unload_also)
+        for model in wanted:
+            if self.client.is_model_ready(model):
+                continue
             try:
-                self.client.load_model(self.models[0])
+                self.client.load_model(model)
             except ModelNotReadyError as err:  # e.g. not explicit mode: wait for it instead
-                logger.info("could not load %s through the repository API (%s); waiting for it", self.models[0], err)
-        self.client.wait_until_ready(self.load_timeout_s, models=self.models)
+                logger.info("could not load %s through the repository API (%s); waiting for it", model, err)
+        self.client.wait_until_ready(self.load_timeout_s, models=tuple(dict.fromkeys((*self.models, *wanted))))
         self.model_loaded = True
 
     def unload(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from enrichment_light.client.base import ClientBase
+from enrichment_light.client.base import UNLOAD_WAIT_S, ClientBase
 from enrichment_light.client.inputs import ImageInput
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
@@ -509,12 +509,19 @@ class EnrichmentClient(ClientBase):
         self._core.configs.pop(model, None)
 
     def unload_model(self, model: str, *, unload_dependents: bool = False) -> None:
-        """Unload `model` through the repository API (explicit model-control mode)."""
+        """Unload `model` through the repository API (explicit model-control mode).
+
+        Returns once Triton has finished unloading it (a Python-backend stub takes about a second),
+        or after the client's ``timeout_s``.
+        """
         self._call(
             lambda c, _e: c.unload_model(model, headers=self._admin_headers, unload_dependents=unload_dependents),
             model=model,
         )
         self._core.configs.pop(model, None)
+        deadline = time.monotonic() + (self._core.timeout_s or UNLOAD_WAIT_S)
+        while self._still_unloading(self.repository_index(), model) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def backend_info(self, models: Sequence[str] | None = None) -> dict[str, BackendInfo]:
         """Which backend serves each inference model (``tensorrt``, ``onnxruntime`` or ``python``).

@@ -1,11 +1,4 @@
-"""The embedded Triton server for development and CI: a lean launcher over the nvidia-pytriton wheel.
-
-- :mod:`.home`: the server layout, from pytriton's distribution helpers.
-- :mod:`.spawn`: children that die with this process, without ``preexec_fn``.
-- :mod:`.launcher`: :class:`EmbeddedServer` (start, readiness, drain, stop) and :func:`serve_forever`.
-- :mod:`.watchdog`: :class:`StubWatchdog`, which reloads a model whose Python-backend stub died.
-- :mod:`.procfs`: what they read from ``/proc``.
-"""
+"""The embedded Triton server for development and CI (nvidia-pytriton wheel): home, spawn, launcher, watchdog."""
 
 from enrichment_light.devserver.home import ServerHome, prepare_server_home
 from enrichment_light.devserver.launcher import (

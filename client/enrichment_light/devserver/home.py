@@ -1,8 +1,7 @@
-"""The Triton layout ("server home") assembled from the nvidia-pytriton wheel with pytriton's own helpers.
+"""The Triton layout ("server home"): the nvidia-pytriton wheel's pieces, found by pytriton's ``distribution``.
 
 The wheel ships ``tritonserver``, the Python backend and one stub per Python version, but not where Triton
-looks for them. :func:`prepare_server_home` links them into a private directory under the user cache (the
-wheel is never modified); pytriton's ``utils.distribution`` says where each piece lies.
+looks for them: they are symlinked into a private directory under the user cache (the wheel is not modified).
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ from pathlib import Path
 from enrichment_light.core.errors import ServerStartError
 
 CACHE_DIR_ENV = "ENRICHMENT_LIGHT_CACHE_DIR"
-STUB_NAME = "triton_python_backend_stub"
 _TRITON_VERSION_BY_PYTRITON = {"0.7.0": "2.51.0"}
 
 
@@ -32,12 +30,9 @@ class ServerHome:
     """A ready-to-run Triton layout.
 
     Attributes:
-        root: The home directory.
+        root: The home directory (``bin/tritonserver``, ``backends/``, ``lib/``).
         triton_version: The server version, e.g. ``"2.51.0"``.
         python_version: ``"X.Y"`` of the Python-backend stub.
-        tritonserver: The ``tritonserver`` executable.
-        backend_directory: The value for ``--backend-directory``.
-        lib_dir: The bundled shared libraries.
         python_libdir: The interpreter's ``LIBDIR`` (``libpython3.X.so`` for the stub).
         python_bin_dir: Put first on ``PATH``: its ``python3`` is the stub's interpreter.
     """
@@ -45,49 +40,35 @@ class ServerHome:
     root: Path
     triton_version: str
     python_version: str
-    tritonserver: Path
-    backend_directory: Path
-    lib_dir: Path
     python_libdir: Path | None
     python_bin_dir: Path
 
-    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """The environment for ``tritonserver`` and its stubs.
+    tritonserver = property(lambda self: self.root / "bin" / "tritonserver", doc="The executable.")
+    backend_directory = property(lambda self: self.root / "backends", doc="For ``--backend-directory``.")
+    lib_dir = property(lambda self: self.root / "lib", doc="The bundled shared libraries.")
 
-        Returns ``base`` (or ``os.environ``) with the libraries prefixed to ``LD_LIBRARY_PATH`` and the venv's
-        ``bin`` to ``PATH``.
-        """
+    def environment(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (or ``os.environ``) with the libraries first on ``LD_LIBRARY_PATH``, the venv's bin on ``PATH``."""
         env = dict(os.environ if base is None else base)
-        libs = [str(self.lib_dir)] + ([str(self.python_libdir)] if self.python_libdir else [])
-        env["LD_LIBRARY_PATH"] = os.pathsep.join([*libs, *filter(None, [env.get("LD_LIBRARY_PATH")])])
-        env["PATH"] = os.pathsep.join([str(self.python_bin_dir), *filter(None, [env.get("PATH")])])
+        libs = [self.lib_dir, *([self.python_libdir] if self.python_libdir else []), env.get("LD_LIBRARY_PATH")]
+        env["LD_LIBRARY_PATH"] = os.pathsep.join(str(p) for p in libs if p)
+        env["PATH"] = os.pathsep.join(str(p) for p in (self.python_bin_dir, env.get("PATH")) if p)
         return env
 
 
-def _default_cache_dir() -> Path:
-    if os.environ.get(CACHE_DIR_ENV):
-        return Path(os.environ[CACHE_DIR_ENV])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "enrichment-light"
-
-
-def _home_is_valid(root: Path, links: Mapping[str, Path]) -> bool:
+def _links_valid(root: Path, links: Mapping[str, Path]) -> bool:
     return all(
-        (root / rel).is_symlink() and Path(os.readlink(root / rel)) == target and (root / rel).exists()
-        for rel, target in links.items()
+        (root / r).is_symlink() and Path(os.readlink(root / r)) == t and (root / r).exists() for r, t in links.items()
     )
 
 
 def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: str | None = None) -> ServerHome:
-    """Assemble (once, atomically) and return the Triton layout for this interpreter.
+    """Assemble (once, atomically; again when a link is missing or stale) and return the Triton layout.
 
     Args:
         cache_dir: Parent directory; defaults to ``$ENRICHMENT_LIGHT_CACHE_DIR``, else
             ``$XDG_CACHE_HOME/enrichment-light`` or ``~/.cache/enrichment-light``.
         python_version: ``"X.Y"`` of the stub; defaults to the running interpreter's.
-
-    Returns:
-        The :class:`ServerHome`; re-linked when a link is missing or points elsewhere.
 
     Raises:
         ServerStartError: The wheel is missing or has no stub for that Python version.
@@ -99,11 +80,11 @@ def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: 
     from pytriton.utils import distribution
 
     wheel = distribution.get_root_module_path() / "tritonserver"
-    version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = distribution.get_stub_path(version)
-    if not stub.is_file():
+    running = f"{sys.version_info.major}.{sys.version_info.minor}"
+    version = python_version or running
+    if not (stub := distribution.get_stub_path(version)).is_file():
         stubs = wheel / "python_backend_stubs"
-        available = sorted(p.name for p in stubs.iterdir() if (p / STUB_NAME).is_file()) if stubs.is_dir() else []
+        available = sorted(p.name for p in stubs.iterdir() if (p / stub.name).is_file()) if stubs.is_dir() else []
         raise ServerStartError(
             f"nvidia-pytriton has no Python-backend stub for Python {version} (looked for {stub}); "
             f"available: {', '.join(available) or 'none'}. Use one of those Python versions for the venv."
@@ -112,9 +93,8 @@ def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: 
     links = {
         "bin/tritonserver": wheel / "bin" / "tritonserver",
         "lib": distribution.get_libs_path(),
-        "backends/python/libtriton_python.so": backend / "libtriton_python.so",
-        "backends/python/triton_python_backend_utils.py": backend / "triton_python_backend_utils.py",
-        f"backends/python/{STUB_NAME}": stub,
+        **{f"backends/python/{n}": backend / n for n in ("libtriton_python.so", "triton_python_backend_utils.py")},
+        f"backends/python/{stub.name}": stub,
     }
     for rel, target in links.items():
         if not target.exists():
@@ -125,10 +105,13 @@ def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: 
         )
     except importlib.metadata.PackageNotFoundError:
         triton_version = "unknown"
+    if cache_dir is None:
+        xdg = os.environ.get("XDG_CACHE_HOME")
+        cache_dir = os.environ.get(CACHE_DIR_ENV) or (Path(xdg) if xdg else Path.home() / ".cache") / "enrichment-light"
+    parent = Path(cache_dir)
     digest = hashlib.sha256(str(wheel.resolve()).encode()).hexdigest()[:8]
-    parent = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
     root = parent / f"tritonserver-{triton_version}-py{version}-{digest}"
-    if not _home_is_valid(root, links):
+    if not _links_valid(root, links):
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
         for rel, target in links.items():
@@ -143,22 +126,13 @@ def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: 
             staging.rename(root)
         except OSError:  # another process won the race; use its home if it is valid
             shutil.rmtree(staging, ignore_errors=True)
-            if not _home_is_valid(root, links):
+            if not _links_valid(root, links):
                 raise ServerStartError(f"could not assemble the Triton server home at {root}") from None
     bin_dir = Path(sys.executable).parent
-    if version == f"{sys.version_info.major}.{sys.version_info.minor}" and not (bin_dir / "python3").exists():
+    if version == running and not (bin_dir / "python3").exists():
         raise ServerStartError(
             f"the Python-backend stub finds its interpreter as 'python3' on PATH, but {bin_dir} has no "
             "python3; run from a virtual environment (python -m venv) or add a python3 link there"
         )
     libdir = sysconfig.get_config_var("LIBDIR")
-    return ServerHome(
-        root=root,
-        triton_version=triton_version,
-        python_version=version,
-        tritonserver=root / "bin" / "tritonserver",
-        backend_directory=root / "backends",
-        lib_dir=root / "lib",
-        python_libdir=Path(libdir) if libdir else None,
-        python_bin_dir=bin_dir,
-    )
+    return ServerHome(root, triton_version, version, Path(libdir) if libdir else None, bin_dir)

@@ -1,10 +1,7 @@
-"""The embedded Triton server: the real ``tritonserver`` of the nvidia-pytriton wheel, on the CPU, no Docker.
+"""The embedded Triton server: the nvidia-pytriton wheel's real ``tritonserver``, on the CPU, no Docker.
 
-:class:`EmbeddedServer` starts it from a :func:`~enrichment_light.devserver.home.prepare_server_home` layout
-on free (or given) loopback ports, waits until *its own* process answers ready, drains it on stop (see
-:meth:`EmbeddedServer.drain` and docs/resilience.md) and ends its stub processes. :func:`serve_forever` is
-the CLI building block. Health, metadata and repository calls go through ``tritonclient.http`` (imported on
-first use: importing this module imports neither tritonclient nor pytriton).
+Health, metadata and repository calls go through ``tritonclient.http``, imported on first use (importing
+this module imports neither tritonclient nor pytriton).
 """
 
 from __future__ import annotations
@@ -24,7 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -37,29 +34,28 @@ from enrichment_light.devserver.watchdog import DEFAULT_WATCHDOG_INTERVAL_S, Stu
 
 ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_STARTUP_TIMEOUT_S = 60.0
-DEFAULT_STOP_TIMEOUT_S = 15.0
-DEFAULT_EXIT_TIMEOUT_S = 10.0
 GATE_MODEL = "enrichment_light_draining"  # loaded (and failing) to turn strict readiness off
 _SHM_PREFIX = "triton_python_backend_shm_region_"
-_SHM_PREFIX_FLAG = "shm-region-prefix-name="
-_RESTART_PARAMETER = "enrichment_light_stub_restart"
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
 _BUSY = {"READY", "LOADING", "UNLOADING"}
 _POLL_S = 0.05
 logger = logging.getLogger("enrichment_light.server")
 
 
+def _socket(host: str) -> socket.socket:
+    return socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+
+
 def find_free_port(host: str = DEFAULT_HOST) -> int:
     """A TCP port that is free on ``host`` right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    with _socket(host) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 def check_port_free(host: str, port: int, *, what: str = "port") -> None:
     """Raise :class:`ServerStartError` (saying what to do) unless ``port`` can be bound on ``host``."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+    with _socket(host) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
         try:
             sock.bind((host, port))
@@ -73,15 +69,7 @@ def check_port_free(host: str, port: int, *, what: str = "port") -> None:
 
 @dataclass(frozen=True)
 class DrainReport:
-    """What :meth:`EmbeddedServer.drain` did.
-
-    Attributes:
-        unready_s: Seconds until the readiness endpoint answered "not ready".
-        drained_s: Seconds until every model was unloaded (or the budget ran out).
-        waves: The models unloaded, callers first.
-        complete: False when the budget ran out with models still loaded.
-        left: The models still loaded then.
-    """
+    """What a drain did: seconds until "not ready" and until unloaded, the unload waves, what was left loaded."""
 
     unready_s: float
     drained_s: float
@@ -94,8 +82,7 @@ def triton_api(url: str, call: Callable[[Any], Any], *, timeout_s: float = 5.0) 
     """Run ``call`` on a fresh ``tritonclient.http`` client for ``url`` (``host:port``).
 
     Returns:
-        ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, or ``(False, None)`` when
-        nothing answered.
+        ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, ``(False, None)`` if no answer.
     """
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -114,49 +101,40 @@ def drain_server(
 ) -> DrainReport:
     """Take a Triton server (explicit model control) out of service without failing a request.
 
-    1. Readiness turns false at once: a model with no version (the *gate*) is written to ``gate_repository``
-       (one of the server's ``--model-repository`` folders) and loaded; the load fails and, with strict
-       readiness, the server answers "not ready" while every real model keeps serving.
-    2. Models are unloaded in waves, callers first (a model no remaining ensemble uses goes before the models
-       its steps use; BLS callees must also be ensemble steps, as ``enrich``'s are), each wave waiting until
-       Triton has released it, i.e. until its in-flight requests, including inner BLS calls, have finished.
-    3. Triton then has nothing left to wait for: SIGTERM makes it exit 0 (docs/resilience.md explains the
-       crash when its exit timeout expires with models still loaded).
+    A model with no version (the gate) is loaded from ``gate_repository``: the load fails, and with strict
+    readiness the server answers "not ready" while the real models keep serving. Models are then unloaded in
+    waves, callers first (ensembles before their steps; BLS callees must be ensemble steps too), each wave
+    waiting until Triton released it (in-flight requests done). SIGTERM then exits 0 (docs/resilience.md).
 
     Args:
         http_url: ``host:port`` of the HTTP endpoint.
         gate_repository: A writable folder the server was started with as a model repository.
         timeout_s: Budget; what is still loaded then is left to Triton's own shutdown.
         headers: Headers for restricted repository APIs (e.g. ``{"admin-key": ...}``).
-
-    Returns:
-        The :class:`DrainReport`.
     """
     started = time.monotonic()
-    deadline = started + timeout_s
-    headers = dict(headers or {})
+    deadline, h = started + timeout_s, dict(headers or {})
     api = lambda call: triton_api(http_url, call)  # noqa: E731
     gate = Path(gate_repository) / GATE_MODEL
     gate.mkdir(parents=True, exist_ok=True)
     (gate / "config.pbtxt").write_text(f'name: "{GATE_MODEL}"\nbackend: "python"\n')
-    api(lambda c: c.load_model(GATE_MODEL, headers=headers))  # fails on purpose: no version
+    api(lambda c: c.load_model(GATE_MODEL, headers=h))  # fails on purpose: no version
     unready_s = time.monotonic() - started
-    index = lambda: api(lambda c: c.get_model_repository_index(headers=headers))  # noqa: E731
-    ok, entries = index()
-    loaded = {e["name"] for e in entries if e.get("state") in _BUSY} if ok else set()
-    steps: dict[str, set[str]] = {}
-    for model in loaded:
-        ok, config = api(lambda c, m=model: c.get_model_config(m, headers=headers))
+    ok, entries = api(lambda c: c.get_model_repository_index(headers=h))
+    remaining = {e["name"] for e in entries if e.get("state") in _BUSY} if ok else set()
+    steps = {}
+    for model in remaining:
+        ok, config = api(lambda c, m=model: c.get_model_config(m, headers=h))
         steps[model] = {
             s.get("model_name") for s in (config if ok else {}).get("ensemble_scheduling", {}).get("step", [])
         }
-    waves, remaining = [], set(loaded)
+    waves = []
     while remaining and time.monotonic() < deadline:
         wave = sorted(remaining - set().union(*(steps[m] for m in remaining))) or sorted(remaining)
         for model in wave:
-            api(lambda c, m=model: c.unload_model(m, headers=headers))
+            api(lambda c, m=model: c.unload_model(m, headers=h))
         while time.monotonic() < deadline:
-            ok, entries = index()
+            ok, entries = api(lambda c: c.get_model_repository_index(headers=h))
             if ok and not any(e.get("name") in wave and e.get("state") in _BUSY for e in entries):
                 break
             time.sleep(_POLL_S)
@@ -178,9 +156,10 @@ def _stop_live_servers() -> None:
 class EmbeddedServer:
     """A real ``tritonserver`` process serving a model repository on the CPU (a context manager).
 
-    ``start()`` returns once *this* process answers ready on every port. Ports ``None``/``0`` are picked free;
-    given ones are bind-tested first. The process runs in its own session and gets SIGTERM when this Python
-    process dies (:mod:`~enrichment_light.devserver.spawn`, no ``preexec_fn``). Its output goes to ``log_path``.
+    ``start()`` returns once *this* process answers ready on every port. Ports ``None``/``0`` are picked free,
+    given ones bind-tested. The process leads its own session and gets SIGTERM when this Python process dies
+    (:mod:`~enrichment_light.devserver.spawn`). ``stop()`` drains (explicit mode), ends the stubs, frees their
+    shared memory. An admin key given as ``--http-restricted-api=...:<key>=<value>`` in ``extra_args`` is sent.
 
     Args:
         model_repository: One repository directory, or several.
@@ -189,12 +168,11 @@ class EmbeddedServer:
         grpc_port: gRPC port (``None``/``0``: a free one).
         metrics_port: Metrics port (``None``/``0``: a free one).
         allow_metrics: Serve the metrics endpoint.
-        model_control: ``none``, ``poll`` or ``explicit`` (Triton ``--model-control-mode``). Only ``explicit``
-            can drain gracefully (the drain uses the repository API).
+        model_control: ``none``, ``poll`` or ``explicit``; only ``explicit`` drains and runs the watchdog.
         load_models: Models to load at start (``explicit`` only; ``"*"`` = all).
         repository_poll_s: Poll interval for ``poll``.
         exit_on_error: Fail the start when a model fails to load.
-        strict_readiness: Ready only when every model is ready (also what the drain's readiness gate uses).
+        strict_readiness: Ready only when every model is ready (the drain's gate relies on it).
         auto_complete_config: Let backends complete config.pbtxt.
         log_verbose: Triton ``--log-verbose`` level.
         log_path: Server log; defaults to ``tritonserver.log`` in a new temporary directory.
@@ -204,7 +182,7 @@ class EmbeddedServer:
         server_home: A :class:`ServerHome`; assembled on demand when omitted.
         env: Extra environment variables for the server and its models.
         extra_args: More ``tritonserver`` flags, appended last.
-        restart_dead_stubs: Run the :class:`StubWatchdog`; ``None``: on in ``explicit`` mode (it needs it).
+        restart_dead_stubs: Run the :class:`StubWatchdog`; ``None``: on in ``explicit`` mode.
         watchdog_interval_s: Seconds between the watchdog's looks.
     """
 
@@ -225,9 +203,9 @@ class EmbeddedServer:
         auto_complete_config: bool = False,
         log_verbose: int = 0,
         log_path: str | Path | None = None,
-        startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S,
-        exit_timeout_s: float = DEFAULT_EXIT_TIMEOUT_S,
-        stop_timeout_s: float = DEFAULT_STOP_TIMEOUT_S,
+        startup_timeout_s: float = 60.0,
+        exit_timeout_s: float = 10.0,
+        stop_timeout_s: float = 15.0,
         server_home: ServerHome | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
@@ -235,61 +213,52 @@ class EmbeddedServer:
         watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
     ) -> None:
         repos = [model_repository] if isinstance(model_repository, str | Path) else list(model_repository)
-        if not repos:
-            raise ValueError("model_repository: expected at least one directory, got none")
         self.model_repositories = tuple(Path(r).resolve() for r in repos)
-        for repo in self.model_repositories:
-            if not repo.is_dir():
-                raise ValueError(f"model_repository: expected an existing directory, got {str(repo)!r}")
+        ports = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
+        problems = [
+            f"model_repository: expected an existing directory, got {str(r)!r}" for r in self.model_repositories
+        ]
+        problems = [p for p, r in zip(problems, self.model_repositories, strict=True) if not r.is_dir()]
+        problems += [f"{n}: expected 0..65535 or None, got {p}" for n, p in ports.items() if not 0 <= (p or 0) <= 65535]
         if model_control not in ("none", "poll", "explicit"):
-            raise ValueError(f"model_control: expected 'none', 'poll' or 'explicit', got {model_control!r}")
-        if restart_dead_stubs and model_control != "explicit":
-            raise ValueError(
-                "restart_dead_stubs=True needs model_control='explicit' (the watchdog reloads models through the "
-                f"repository API, which Triton refuses in {model_control!r} mode)"
+            problems.append(f"model_control: expected 'none', 'poll' or 'explicit', got {model_control!r}")
+        elif model_control != "explicit" and (restart_dead_stubs or load_models):  # both need the repository API
+            what = "restart_dead_stubs=True (the watchdog reloads models)" if restart_dead_stubs else "load_models"
+            problems.append(f"{what} needs model_control='explicit', got model_control={model_control!r}")
+        if min(startup_timeout_s, exit_timeout_s, stop_timeout_s, watchdog_interval_s) <= 0:
+            problems.append(
+                f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}, exit_timeout_s={exit_timeout_s}, "
+                f"stop_timeout_s={stop_timeout_s}, watchdog_interval_s={watchdog_interval_s}"
             )
-        if watchdog_interval_s <= 0:
-            raise ValueError(f"watchdog_interval_s must be > 0, got {watchdog_interval_s}")
-        if load_models and model_control != "explicit":
-            raise ValueError(f"load_models needs model_control='explicit', got model_control={model_control!r}")
-        for name, port in (("http_port", http_port), ("grpc_port", grpc_port), ("metrics_port", metrics_port)):
-            if port is not None and not 0 <= port <= 65535:
-                raise ValueError(f"{name}: expected 0..65535 or None, got {port}")
-        if min(startup_timeout_s, exit_timeout_s, stop_timeout_s) <= 0:
-            raise ValueError(
-                f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}, "
-                f"exit_timeout_s={exit_timeout_s}, stop_timeout_s={stop_timeout_s}"
-            )
+        if problems or not repos:
+            raise ValueError(problems[0] if problems else "model_repository: expected at least one directory, got none")
         self.host, self.allow_metrics, self.model_control = host, allow_metrics, model_control
-        self.load_models = tuple(load_models)
-        self.repository_poll_s, self.exit_on_error, self.strict_readiness = (
+        self.load_models, self.repository_poll_s, self.log_verbose = (
+            tuple(load_models),
             repository_poll_s,
+            int(log_verbose),
+        )
+        self.exit_on_error, self.strict_readiness, self.auto_complete_config = (
             exit_on_error,
             strict_readiness,
+            auto_complete_config,
         )
-        self.auto_complete_config, self.log_verbose = auto_complete_config, int(log_verbose)
         self.startup_timeout_s, self.exit_timeout_s = float(startup_timeout_s), float(exit_timeout_s)
-        self.stop_timeout_s = float(stop_timeout_s)
+        self.stop_timeout_s, self.watchdog_interval_s = float(stop_timeout_s), float(watchdog_interval_s)
         self.env, self.extra_args = dict(env or {}), tuple(extra_args)
         self.restart_dead_stubs = model_control == "explicit" if restart_dead_stubs is None else restart_dead_stubs
-        self.watchdog_interval_s = float(watchdog_interval_s)
         self._requested_ports = {"http": http_port or 0, "grpc": grpc_port or 0, "metrics": metrics_port or 0}
         self._ports = dict(self._requested_ports)
-        self._server_home = server_home
-        self._log_path = Path(log_path) if log_path is not None else None
+        self._server_home, self._log_path = server_home, Path(log_path) if log_path is not None else None
         self._log_file: IO[bytes] | None = None
         self._log_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: StubWatchdog | None = None
         self._stub_restarts: dict[str, int] = {}
-        self._shm_prefix = ""
-        self._gate_dir: Path | None = None
-        self.server_id = ""
+        self._shm_prefix, self._gate_dir, self.server_id = "", None, ""
         self.startup_s: float | None = None
         self.exit_code: int | None = None
         self.last_drain: DrainReport | None = None
-
-    # ------------------------------------------------------------------ properties
 
     http_port = property(lambda self: self._ports["http"], doc="The HTTP port (0 until picked).")
     grpc_port = property(lambda self: self._ports["grpc"], doc="The gRPC port (0 until picked).")
@@ -300,6 +269,7 @@ class EmbeddedServer:
     pid = property(lambda self: self._process.pid if self._process else None, doc="``tritonserver``'s pid.")
     log_path = property(lambda self: self._log_path, doc="The server log (None before the first start).")
     shm_region_prefix = property(lambda self: self._shm_prefix, doc="This run's stub region prefix in /dev/shm.")
+    watchdog_running = property(lambda self: self._watchdog is not None and self._watchdog.is_alive())
 
     @property
     def stub_restarts(self) -> dict[str, int]:
@@ -307,22 +277,14 @@ class EmbeddedServer:
         return self._watchdog.counts() if self._watchdog is not None else dict(self._stub_restarts)
 
     @property
-    def watchdog_running(self) -> bool:
-        """True while the stub watchdog's thread runs."""
-        return self._watchdog is not None and self._watchdog.is_alive()
-
-    @property
     def home(self) -> ServerHome:
         """The server home in use (assembled on first access)."""
-        if self._server_home is None:
-            self._server_home = prepare_server_home()
+        self._server_home = self._server_home or prepare_server_home()
         return self._server_home
 
     def _address(self, port: int) -> str:
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    # ------------------------------------------------------------------ start
 
     def __enter__(self) -> EmbeddedServer:
         return self.start()
@@ -334,47 +296,35 @@ class EmbeddedServer:
         """True while the ``tritonserver`` process is alive."""
         return self._process is not None and self._process.poll() is None
 
-    def _endpoints(self) -> list[str]:
-        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
-
     def command(self) -> list[str]:
-        """The ``tritonserver`` command line for the current ports and options."""
-        flag = lambda value: str(value).lower()  # noqa: E731
-        args = [str(self.home.tritonserver), *(f"--model-repository={r}" for r in self.model_repositories)]
-        if self._gate_dir is not None:
-            args.append(f"--model-repository={self._gate_dir}")
-        args += [
-            f"--backend-directory={self.home.backend_directory}",
-            f"--id={self.server_id}",
-            f"--http-address={self.host}",
-            f"--http-port={self.http_port}",
-            f"--grpc-address={self.host}",
-            f"--grpc-port={self.grpc_port}",
-            f"--allow-metrics={flag(self.allow_metrics)}",
-            "--allow-gpu-metrics=false",
-            "--pinned-memory-pool-byte-size=0",
-            f"--model-control-mode={self.model_control}",
-            f"--exit-on-error={flag(self.exit_on_error)}",
-            f"--strict-readiness={flag(self.strict_readiness)}",
-            f"--log-verbose={self.log_verbose}",
-            f"--exit-timeout-secs={max(1, round(self.exit_timeout_s))}",
-        ]
-        if not self.auto_complete_config:
-            args.append("--disable-auto-complete-config")
-        if self.allow_metrics:
-            args += [f"--metrics-address={self.host}", f"--metrics-port={self.metrics_port}"]
-        if self.model_control == "poll":
-            args.append(f"--repository-poll-secs={max(1, round(self.repository_poll_s))}")
-        args += [f"--load-model={name}" for name in self.load_models]
+        """The ``tritonserver`` command line for the current ports and options (pytriton's flag vocabulary)."""
+        from pytriton.server.python_backend_config import PythonBackendConfig
+        from pytriton.server.triton_server_config import TritonServerConfig
+
+        config, backend, metrics = TritonServerConfig(), PythonBackendConfig(), self.allow_metrics
+        config.update_config({
+            "model_repository": [*self.model_repositories, *([self._gate_dir] if self._gate_dir else [])],
+            "backend_directory": self.home.backend_directory, "id": self.server_id, "http_address": self.host,
+            "http_port": self.http_port, "grpc_address": self.host, "grpc_port": self.grpc_port,
+            "allow_metrics": metrics, "metrics_address": self.host if metrics else None,
+            "metrics_port": self.metrics_port if metrics else None, "allow_gpu_metrics": False,
+            "pinned_memory_pool_byte_size": 0, "model_control_mode": self.model_control,
+            "repository_poll_secs": max(1, round(self.repository_poll_s)) if self.model_control == "poll" else None,
+            "load_model": list(self.load_models), "exit_on_error": self.exit_on_error,
+            "strict_readiness": self.strict_readiness, "log_verbose": self.log_verbose,
+            "exit_timeout_secs": max(1, round(self.exit_timeout_s)),
+        })  # fmt: skip
         if self._shm_prefix:  # one prefix per run: stop() finds every region, even of killed stubs
-            args.append(f"--backend-config=python,{_SHM_PREFIX_FLAG}{self._shm_prefix}")
-        return args + list(self.extra_args)
+            backend["shm-region-prefix-name"] = self._shm_prefix
+            config["backend-config"] = backend.to_list_args()
+        # not to_args_list(): it splits on spaces (paths may hold them); Triton's bools are lower case
+        args = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, vs in config.server_args().items()
+                for v in (vs if isinstance(vs, list) else [vs]) if v is not None]  # fmt: skip
+        args += [] if self.auto_complete_config else ["--disable-auto-complete-config"]
+        return [str(self.home.tritonserver), *args, *self.extra_args]
 
     def start(self) -> EmbeddedServer:
         """Start the server and wait until it is ready.
-
-        Returns:
-            self.
 
         Raises:
             ServerStartError: A port is busy, the process exited early, another process answered, or it was
@@ -390,74 +340,72 @@ class EmbeddedServer:
             self._launch()
         return self
 
+    def _endpoints(self) -> list[str]:
+        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
+
     def _launch(self) -> None:
-        home, labels, taken = self.home, {"http": "HTTP port", "grpc": "gRPC port", "metrics": "metrics port"}, set()
+        home, taken = self.home, set()
         for kind in self._endpoints():
-            port = self._requested_ports[kind]
+            label, port = (
+                f"{'HTTP' if kind == 'http' else 'gRPC' if kind == 'grpc' else 'metrics'} port",
+                self._requested_ports[kind],
+            )
             if port == 0:
                 while (port := find_free_port(self.host)) in taken:
                     pass
             elif port in taken:
-                raise ServerStartError(f"{labels[kind]} {port} is given for two endpoints")
+                raise ServerStartError(f"{label} {port} is given for two endpoints")
             else:
-                check_port_free(self.host, port, what=labels[kind])
+                check_port_free(self.host, port, what=label)
             self._ports[kind] = port
             taken.add(port)
         if not os.access(home.tritonserver, os.X_OK):
             raise ServerStartError(f"could not execute {home.tritonserver}: not an executable file")
-        if self._log_path is None:
-            self._log_path = Path(tempfile.mkdtemp(prefix="enrichment-light-triton-")) / "tritonserver.log"
+        self._log_path = (
+            self._log_path or Path(tempfile.mkdtemp(prefix="enrichment-light-triton-")) / "tritonserver.log"
+        )
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex[:12]
         self.server_id = f"enrichment-light-{run_id}"
         own_prefix = not any(
-            a.startswith("--backend-config=python,") and _SHM_PREFIX_FLAG in a for a in self.extra_args
+            a.startswith("--backend-config=python,") and "shm-region-prefix-name=" in a for a in self.extra_args
         )
         self._shm_prefix = f"{_SHM_PREFIX}{run_id}_" if own_prefix else ""  # Triton's prefix first, for tools
-        self._gate_dir = (
-            Path(tempfile.mkdtemp(prefix="enrichment-light-gate-")) if self.model_control == "explicit" else None
-        )
+        explicit = self.model_control == "explicit"
+        self._gate_dir = Path(tempfile.mkdtemp(prefix="enrichment-light-gate-")) if explicit else None
         self._stub_restarts, self.exit_code, self.last_drain = {}, None, None
-        env = {**home.environment(), **self.env}
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
         started = time.monotonic()
         self._process = spawn(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env=env, cwd=home.root, start_new_session=True,
+            env={**home.environment(), **self.env}, cwd=home.root, start_new_session=True,
         )  # fmt: skip
         _LIVE_SERVERS.add(self)
         try:
-            self._wait_ready(self.startup_timeout_s)
+            self.wait_until_ready(self.startup_timeout_s)
         except ServerStartError:
             self.stop(timeout_s=min(self.stop_timeout_s, 5.0), drain=False)
             raise
         self.startup_s = time.monotonic() - started
         if self.restart_dead_stubs:
-            self._watchdog = StubWatchdog(
-                self, interval_s=self.watchdog_interval_s, reload_timeout_s=max(30.0, self.startup_timeout_s)
-            )
+            reload_timeout_s = max(30.0, self.startup_timeout_s)
+            self._watchdog = StubWatchdog(self, interval_s=self.watchdog_interval_s, reload_timeout_s=reload_timeout_s)
             self._watchdog.start()
 
-    def wait_until_ready(self, timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S) -> None:
-        """Block until this server answers ready.
+    def wait_until_ready(self, timeout_s: float = 60.0) -> None:
+        """Block until *this* process answers ready (its ``--id``) and listens on every port.
 
         Raises:
-            ServerStartError: The process died or is not ready in time (it is left running).
+            ServerStartError: Not started, the process died, or not ready in time (it is left running).
         """
-        self._wait_ready(timeout_s)
-
-    def _wait_ready(self, timeout_s: float) -> None:
         if self._process is None:
             raise ServerStartError("the server was never started")
-        deadline, last = time.monotonic() + timeout_s, "no answer yet"
+        deadline, last, h = time.monotonic() + timeout_s, "no answer yet", self._admin_headers()
         wanted = {self._ports[k] for k in self._endpoints()}
-        headers = self._admin_headers()
         while True:
             if (code := self._process.poll()) is not None:
                 raise ServerStartError(self._failure(f"tritonserver exited with status {code} before it was ready"))
-            ok, answer = self._api(
-                lambda c: c.is_server_ready(headers=headers) and c.get_server_metadata(headers=headers)
-            )
+            ok, answer = self._api(lambda c: c.is_server_ready(headers=h) and c.get_server_metadata(headers=h))
             if ok and answer:
                 if answer.get("name") != self.server_id:
                     who = f"id {answer.get('name')!r}, expected {self.server_id!r}"
@@ -473,59 +421,47 @@ class EmbeddedServer:
                 )
             time.sleep(_POLL_S)
 
-    # ------------------------------------------------------------------ HTTP API (tritonclient)
-
     def _api(self, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
         return triton_api(self.http_url, call, timeout_s=timeout_s)
 
     def _admin_headers(self) -> dict[str, str]:
         """Headers for APIs that ``extra_args`` restrict (``--http-restricted-api=<apis>:<key>=<value>``)."""
-        headers = {}
-        for arg in self.extra_args:
-            if arg.startswith("--http-restricted-api="):
-                key, sep, value = arg.partition("=")[2].partition(":")[2].partition("=")
-                if sep and key:
-                    headers[key] = value
-        return headers
-
-    def _index(self) -> tuple[bool, Any]:
-        headers = self._admin_headers()
-        return self._api(lambda c: c.get_model_repository_index(headers=headers))
+        pairs = [
+            a.partition("=")[2].partition(":")[2].partition("=")
+            for a in self.extra_args
+            if a.startswith("--http-restricted-api=")
+        ]
+        return {key: value for key, sep, value in pairs if sep and key}
 
     def _model_state(self, model: str) -> str | None:
         """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
-        ok, index = self._index()
+        h = self._admin_headers()
+        ok, index = self._api(lambda c: c.get_model_repository_index(headers=h))
         if not ok:
             return None if index is None else f"ERROR: repository index -> {index}"
         states = {str(e.get("state")) for e in index if e.get("name") == model}
         return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
 
     def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
-        """Reload ``model`` so that Triton starts new stubs.
-
-        In place first (its config plus one changed parameter), else unload then load.
-        """
-        headers = self._admin_headers()
-        ok, config = self._api(lambda c: c.get_model_config(model, headers=headers))
+        """Reload ``model`` for new stubs: in place (its config, one parameter changed), else unload and load."""
+        h = self._admin_headers()
+        ok, config = self._api(lambda c: c.get_model_config(model, headers=h))
         in_place = f"no config: {config}"
         if ok:
-            config.setdefault("parameters", {})[_RESTART_PARAMETER] = {"string_value": str(generation)}
-            load = lambda c: c.load_model(model, headers=headers, config=json.dumps(config))  # noqa: E731
-            ok, detail = self._api(load, timeout_s=timeout_s)
+            config.setdefault("parameters", {})["enrichment_light_stub_restart"] = {"string_value": str(generation)}
+            ok, detail = self._api(
+                lambda c: c.load_model(model, headers=h, config=json.dumps(config)), timeout_s=timeout_s
+            )
             if ok:
                 return True, "reloaded in place"
             in_place = f"in-place load -> {detail}"
         if self._watchdog is not None and self._watchdog.stopping:
             return False, "stopping"
         for action in ("unload", "load"):
-            ok, detail = self._api(
-                lambda c, a=action: getattr(c, f"{a}_model")(model, headers=headers), timeout_s=timeout_s
-            )
+            ok, detail = self._api(lambda c, a=action: getattr(c, f"{a}_model")(model, headers=h), timeout_s=timeout_s)
             if not ok:
                 return False, f"{in_place}; {action} -> {detail}"
         return True, f"unloaded and loaded ({in_place})"
-
-    # ------------------------------------------------------------------ drain and stop
 
     def drain(self, *, timeout_s: float | None = None) -> DrainReport | None:
         """Take the server out of service without failing a request (:func:`drain_server`).
@@ -534,8 +470,7 @@ class EmbeddedServer:
             timeout_s: Budget; ``exit_timeout_s`` when omitted.
 
         Returns:
-            The :class:`DrainReport` (also in :attr:`last_drain`), or None when the server cannot drain (not
-            running, or not in explicit mode: the drain needs the repository API).
+            The :class:`DrainReport` (also :attr:`last_drain`); None when not running or not in explicit mode.
         """
         if self._gate_dir is None or not self.is_running():
             return None
@@ -559,7 +494,7 @@ class EmbeddedServer:
     def stop(self, *, timeout_s: float | None = None, drain: bool = True) -> None:
         """Drain (explicit mode), SIGTERM, wait, then SIGKILL; also ends the stubs and removes their regions.
 
-        Safe to call more than once and on a server that already exited. :attr:`exit_code` holds the status.
+        Safe to call more than once and after the server exited; :attr:`exit_code` holds the status.
 
         Args:
             timeout_s: Wait after SIGTERM before SIGKILL; ``stop_timeout_s`` when omitted.
@@ -569,8 +504,7 @@ class EmbeddedServer:
         if watchdog is not None:  # first, so that it does not reload models while they shut down
             watchdog.stop()
             self._stub_restarts = watchdog.counts()
-        process = self._process
-        if process is None:
+        if (process := self._process) is None:
             return
         if drain and process.poll() is None:
             self.drain()
@@ -611,8 +545,6 @@ class EmbeddedServer:
             if region and "/" not in region:
                 with contextlib.suppress(OSError):
                     os.unlink(f"/dev/shm/{region}")
-
-    # ------------------------------------------------------------------ inspection and log
 
     def process_ids(self) -> list[int]:
         """Ids of the server and its stub processes (empty when stopped)."""
@@ -656,24 +588,12 @@ class EmbeddedServer:
         return f"EmbeddedServer({state}, http={self.http_url}, grpc={self.grpc_url}, log={self._log_path})"
 
 
-@contextlib.contextmanager
-def _stop_signals(event: threading.Event) -> Iterator[None]:
-    previous = {sig: signal.signal(sig, lambda *_: event.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
-    """Run ``server`` in the foreground until SIGINT or SIGTERM, then drain and stop it.
-
-    Call it from the main thread (it installs signal handlers). Prints the URLs and the log path.
+    """Run ``server`` in the foreground until SIGINT or SIGTERM, then drain and stop it (call from the main thread).
 
     Args:
         server: The server (started here when not running yet).
-        out: Where the URLs are printed; stdout when omitted.
+        out: Where the URLs and the log path are printed; stdout when omitted.
 
     Returns:
         0 after a clean stop, 1 when the server died on its own or did not exit with status 0.
@@ -681,9 +601,9 @@ def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
     Raises:
         ServerStartError: The server could not be started.
     """
-    stream = out if out is not None else sys.stdout
-    stop = threading.Event()
-    with _stop_signals(stop):
+    stream, stop = out if out is not None else sys.stdout, threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
         if not server.is_running():
             server.start()
         try:
@@ -704,6 +624,9 @@ def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
             print("Stopping Triton (draining)...", file=stream, flush=True)
         finally:
             server.stop()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     if server.exit_code != 0:
         print(f"tritonserver exited with status {server.exit_code}; see {server.log_path}", file=sys.stderr)
         return 1

@@ -1,7 +1,4 @@
-"""What the launcher and the watchdog read from Linux ``/proc``.
-
-Process groups, command lines, memory, listening sockets, and the Python-backend stubs.
-"""
+"""What the launcher and the watchdog read from Linux ``/proc`` (psutil is not a dependency of ``serve``)."""
 
 from __future__ import annotations
 
@@ -15,41 +12,35 @@ STUB_NAME = "triton_python_backend_stub"
 _INSTANCE_SUFFIX = re.compile(r"_\d+_\d+")  # instance "<model>_<group>_<index>"
 
 
-def _read(path: str) -> str | None:
+def _read(path: str) -> str:
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:
             return fh.read()
     except OSError:
-        return None
+        return ""
 
 
 def stat_fields(pid: int) -> list[str] | None:
     """Fields of ``/proc/<pid>/stat`` after ``pid (comm)``: state, ppid, pgrp, ... (None when gone)."""
     text = _read(f"/proc/{pid}/stat")
-    return None if text is None else text[text.rfind(")") + 2 :].split()
+    return text[text.rfind(")") + 2 :].split() if text else None
 
 
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        fields = stat_fields(int(entry))
-        if fields and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry))
-    return members
+    fields = {int(e): stat_fields(int(e)) for e in os.listdir("/proc") if e.isdigit()}
+    return [pid for pid, f in fields.items() if f and f[0] != "Z" and int(f[2]) == pgid]
 
 
 def cmdline(pid: int) -> list[str]:
     """The process's argv ([] when gone)."""
-    return [part for part in (_read(f"/proc/{pid}/cmdline") or "").split("\0") if part]
+    return [part for part in _read(f"/proc/{pid}/cmdline").split("\0") if part]
 
 
 def rss_bytes(pid: int) -> int:
     """Resident memory of ``pid`` in bytes (0 when gone)."""
-    for line in (_read(f"/proc/{pid}/status") or "").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
+    lines = [line for line in _read(f"/proc/{pid}/status").splitlines() if line.startswith("VmRSS:")]
+    return int(lines[0].split()[1]) * 1024 if lines else 0
 
 
 def listening_ports(pid: int) -> set[int]:
@@ -58,16 +49,9 @@ def listening_ports(pid: int) -> set[int]:
     with contextlib.suppress(OSError):
         for fd in os.listdir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-    ports = set()
-    for table in ("tcp", "tcp6"):
-        for line in (_read(f"/proc/{pid}/net/{table}") or "").splitlines()[1:]:
-            cols = line.split()
-            if len(cols) > 9 and cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
-                ports.add(int(cols[1].rsplit(":", 1)[1], 16))
-    return ports
+                inodes.add(os.readlink(f"/proc/{pid}/fd/{fd}").removeprefix("socket:[").rstrip("]"))
+    rows = [line.split() for t in ("tcp", "tcp6") for line in _read(f"/proc/{pid}/net/{t}").splitlines()[1:]]
+    return {int(c[1].rsplit(":", 1)[1], 16) for c in rows if len(c) > 9 and c[3] == "0A" and c[9] in inodes}  # LISTEN
 
 
 def process_state(pid: int) -> str:
@@ -80,10 +64,7 @@ def process_state(pid: int) -> str:
 
 @dataclass(frozen=True)
 class StubProcess:
-    """One Python-backend stub process, read from its command line.
-
-    Triton 2.51 starts it as
-    ``triton_python_backend_stub <repo>/<model>/<version>/model.py <shm region> ... <instance name> ...``.
+    """One Python-backend stub: ``triton_python_backend_stub <repo>/<model>/<v>/model.py <region> ... <instance>``.
 
     Attributes:
         pid: Process id.
@@ -99,15 +80,10 @@ class StubProcess:
 
 
 def stub_process(pid: int) -> StubProcess | None:
-    """The :class:`StubProcess` of ``pid``, or None when it is not a model instance's stub.
-
-    The short-lived auto-complete stub is named after the model alone and is skipped.
-    """
+    """The :class:`StubProcess` of ``pid``; None when it is no model instance's stub (or the auto-complete one)."""
     argv = cmdline(pid)
     if len(argv) < 3 or not argv[0].endswith(STUB_NAME):
         return None
     model = Path(argv[1]).parent.parent.name
-    for arg in argv[2:]:
-        if arg.startswith(model) and _INSTANCE_SUFFIX.fullmatch(arg[len(model) :]):
-            return StubProcess(pid, model, arg, argv[2])
-    return None
+    instance = next((a for a in argv[2:] if a.startswith(model) and _INSTANCE_SUFFIX.fullmatch(a[len(model) :])), "")
+    return StubProcess(pid, model, instance, argv[2]) if instance else None

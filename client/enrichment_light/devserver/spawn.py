@@ -1,16 +1,9 @@
 """Start a child that dies with this process, without ``preexec_fn``.
 
-``subprocess.Popen(preexec_fn=...)`` makes CPython ``fork()`` the whole process and run Python in the child
-before ``exec``. With gRPC threads busy in the parent that child can inherit a poller mid-``epoll_wait`` and
-die (issue 13: status -6/-11 in 2 of 8 restarts, "Other threads are currently calling into gRPC, skipping
-fork() handlers"). Without ``preexec_fn`` CPython 3.11 starts children with ``vfork()``+``exec``, which runs
-no fork handlers and no Python in the child.
-
-"Dies with its parent" is then kept by an exec'd helper: the child first ``exec``s a few lines of
-``python -I -S`` that call ``prctl(PR_SET_PDEATHSIG, SIGTERM)``, check that the parent is still the one that
-started it, and ``exec`` the real program (the death signal survives ``exec``). The kernel sends the signal
-when the *thread* that created the child ends, so every child is created by one daemon thread that lives as
-long as the process.
+``Popen(preexec_fn=...)`` forks and runs Python in the child; with gRPC threads busy that child can die
+(issue 13: status -6/-11). Without it CPython uses ``vfork()``+``exec``. An exec'd ``python -I -S`` helper sets
+``PR_SET_PDEATHSIG`` (kept across ``exec``), checks its parent and ``exec``s the program. The kernel signals
+when the *creating thread* ends, so one daemon thread that lives as long as the process creates every child.
 """
 
 from __future__ import annotations
@@ -60,6 +53,5 @@ def spawn(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen[bytes]:
             _thread = threading.Thread(target=_spawner, name="enrichment-light-spawner", daemon=True)
             _thread.start()
     future: Future[subprocess.Popen[bytes]] = Future()
-    helper = [sys.executable, "-I", "-S", "-c", _HELPER, str(os.getpid())]
-    _jobs.put((helper + list(argv), popen_kwargs, future))
+    _jobs.put(([sys.executable, "-I", "-S", "-c", _HELPER, str(os.getpid()), *argv], popen_kwargs, future))
     return future.result()

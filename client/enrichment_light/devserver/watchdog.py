@@ -1,7 +1,7 @@
 """The stub watchdog: reload a model whose Python-backend stub died.
 
-Triton 2.51 does not restart a dead stub: the model stays "ready" and answers
-``Stub process '<instance>' is not healthy.``.
+Triton 2.51 does not restart a dead stub: the model stays "ready" and answers ``Stub process '<instance>' is not
+healthy.``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any
 
 from enrichment_light.devserver.procfs import StubProcess, stub_process
 from enrichment_light.devserver.procfs import process_state as _process_state
@@ -21,23 +21,12 @@ _MAX_BACKOFF_S = 60.0
 logger = logging.getLogger("enrichment_light.server")
 
 
-class WatchedServer(Protocol):
-    """What the watchdog needs of :class:`~enrichment_light.devserver.EmbeddedServer`."""
-
-    def process_ids(self) -> list[int]: ...  # noqa: D102
-    def is_running(self) -> bool: ...  # noqa: D102
-    def _model_state(self, model: str) -> str | None: ...
-    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]: ...
-    def _log_event(self, level: int, message: str, *args: object) -> None: ...
-    def _unlink_regions(self, regions: Iterable[str]) -> None: ...
-
-
 @dataclass
 class _StubBook:
     """Which model instances lost their stub (no I/O).
 
-    A stub is lost when its pid is gone and no live stub serves its instance name (a reload replaces stubs under
-    the same names); it stays on the book until :meth:`forget`.
+    Lost: its pid is gone and no live stub serves its instance name (a reload replaces stubs under the same names).
+    It stays on the book until :meth:`forget`.
     """
 
     stubs: dict[int, StubProcess] = field(default_factory=dict)
@@ -46,14 +35,12 @@ class _StubBook:
         """Record the live stubs; return model -> its lost stubs."""
         live_by_pid = {stub.pid: stub for stub in live}
         served = {(stub.model, stub.instance) for stub in live_by_pid.values()}
-        lost: dict[str, list[StubProcess]] = {}
-        kept = {}
-        for pid, stub in self.stubs.items():
-            if pid not in live_by_pid and (stub.model, stub.instance) not in served:
-                lost.setdefault(stub.model, []).append(stub)
-                kept[pid] = stub
-        self.stubs = {**kept, **live_by_pid}
-        return lost
+        lost = {p: s for p, s in self.stubs.items() if p not in live_by_pid and (s.model, s.instance) not in served}
+        self.stubs = {**lost, **live_by_pid}
+        by_model: dict[str, list[StubProcess]] = {}
+        for stub in lost.values():
+            by_model.setdefault(stub.model, []).append(stub)
+        return by_model
 
     def forget(self, model: str, pids: Iterable[int]) -> None:
         """Drop these lost stubs of ``model``."""
@@ -65,30 +52,24 @@ class _StubBook:
 class StubWatchdog:
     """A daemon thread that reloads a model whose Python-backend stub died.
 
-    Every ``interval_s`` it lists the server's stubs. A stub seen alive that is gone (or a zombie), with no new
-    stub for its instance, is confirmed at the next look; then the repository index decides: a model that is
-    loading, unloading or unloaded is left alone; a READY one is reloaded **in place** (its config loaded back
-    with the extra parameter ``enrichment_light_stub_restart``, so Triton swaps in new stubs while the model
-    stays available), else unloaded and loaded. Restarts are counted in :attr:`restarts` and logged as
-    WARNING; failures as ERROR, retried with a backoff doubling up to 60 s.
+    A stub seen alive that is gone (or a zombie), with no new stub for its instance, is confirmed at the next
+    look; then the repository index decides: a model loading, unloading or unloaded is left alone; a READY one is
+    reloaded (in place when Triton accepts it). Restarts are counted and logged as WARNING; failures as ERROR,
+    retried with a backoff doubling up to 60 s.
 
     Args:
-        server: The running server.
+        server: The running :class:`~enrichment_light.devserver.EmbeddedServer`.
         interval_s: Seconds between two looks at ``/proc``.
         reload_timeout_s: Longest wait for one reload call.
     """
 
-    def __init__(self, server: WatchedServer, *, interval_s: float, reload_timeout_s: float) -> None:
-        self._server = server
-        self.interval_s = float(interval_s)
-        self.reload_timeout_s = float(reload_timeout_s)
+    def __init__(self, server: Any, *, interval_s: float, reload_timeout_s: float) -> None:
+        self._server, self.interval_s, self.reload_timeout_s = server, float(interval_s), float(reload_timeout_s)
         self.restarts: dict[str, int] = {}
-        self._book = _StubBook()
-        self._suspect: set[str] = set()
+        self._book, self._suspect = _StubBook(), set[str]()
         self._failures: dict[str, int] = {}
         self._next_try: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
+        self._stop, self._lock = threading.Event(), threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -103,10 +84,7 @@ class StubWatchdog:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=timeout_s)
 
-    @property
-    def stopping(self) -> bool:
-        """True once :meth:`stop` was called."""
-        return self._stop.is_set()
+    stopping = property(lambda self: self._stop.is_set(), doc="True once :meth:`stop` was called.")
 
     def is_alive(self) -> bool:
         """True while the thread runs."""
@@ -137,13 +115,11 @@ class StubWatchdog:
                 break
             if model not in self._suspect:  # first sighting: confirm at the next look
                 self._suspect.add(model)
-                continue
-            if time.monotonic() < self._next_try.get(model, 0.0):
-                continue
-            state = self._server._model_state(model)
-            if state is None:  # no answer (stopping?): look again later
-                continue
-            if state.startswith("ERROR"):
+            elif (
+                time.monotonic() < self._next_try.get(model, 0.0) or (state := self._server._model_state(model)) is None
+            ):
+                continue  # backing off, or no answer (stopping?): look again later
+            elif state.startswith("ERROR"):
                 self._failed(model, state)
             elif state != "READY":  # unloading, loading or unloaded on purpose
                 self._book.forget(model, [s.pid for s in stubs])
@@ -155,36 +131,23 @@ class StubWatchdog:
     def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
         what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
         log = self._server._log_event
-        log(
-            logging.WARNING,
-            "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
-            model,
-            what,
-            model,
-        )
+        log(logging.WARNING, "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
+            model, what, model)  # fmt: skip
         started = time.monotonic()
         ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
-        if self._stop.is_set():
+        if self._stop.is_set() or not ok:
+            if not self._stop.is_set():
+                self._failed(model, detail)
             return False
-        if not ok:
-            self._failed(model, detail)
-            return False
-        for book in (self._failures, self._next_try):
-            book.pop(model, None)
+        self._failures.pop(model, None)
+        self._next_try.pop(model, None)
         self._suspect.discard(model)
         self._book.forget(model, [s.pid for s in stubs])
         with self._lock:
             self.restarts[model] = count = self.restarts.get(model, 0) + 1
         self._server._unlink_regions({s.region for s in stubs})
-        elapsed = time.monotonic() - started
-        log(
-            logging.WARNING,
-            "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
-            model,
-            elapsed,
-            detail,
-            count,
-        )
+        log(logging.WARNING, "stub watchdog: model %r reloaded in %.2f s (%s; restart #%d)",
+            model, time.monotonic() - started, detail, count)  # fmt: skip
         return True
 
     def _failed(self, model: str, detail: str) -> None:
@@ -192,10 +155,6 @@ class StubWatchdog:
         wait_s = min(_MAX_BACKOFF_S, max(self.interval_s, 1.0) * 2 ** (failures - 1))
         self._next_try[model] = time.monotonic() + wait_s
         self._server._log_event(
-            logging.ERROR,
-            "stub watchdog: reloading model %r failed (attempt %d): %s; next try in %.0f s",
-            model,
-            failures,
-            detail,
-            wait_s,
-        )
+            logging.ERROR, "stub watchdog: reloading model %r failed (attempt %d): %s; next try in %.0f s",
+            model, failures, detail, wait_s,
+        )  # fmt: skip
