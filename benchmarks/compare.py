@@ -103,8 +103,47 @@ def build(models: dict, work: Path, intra_op_threads: int = 2, **options) -> tup
     return result.out_dir, list(result.manifest["threat_class_names"])
 
 
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``TAG:key=value,...`` -> (tag, ``BuildOptions`` keyword arguments) for ``--variant``.
+
+    ``model.field=value`` keys go to ``BuildOptions.cpu_tuning`` (``pose.instances=2``,
+    ``pose.preferred_batch_sizes=2|4``); other keys are ``BuildOptions`` fields (``ort_concurrent_runs=4``).
+    Values are integers; ``|`` separates the items of a tuple.
+    """
+    tag, _, spec = text.partition(":")
+    if not tag.isidentifier() or not spec:
+        raise ValueError(f"--variant {text!r}: expected TAG:key=value,... with an identifier TAG")
+    options: dict = {}
+    for item in spec.split(","):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--variant {text!r}: {item!r} is not key=value")
+        parsed = tuple(int(v) for v in value.split("|") if v) if "|" in value else int(value)
+        if "." in key:
+            model, field = key.split(".", 1)
+            options.setdefault("cpu_tuning", {}).setdefault(model, {})[field] = parsed
+        else:
+            options[key] = parsed
+    return tag, options
+
+
+def build_variant(models: dict, work: Path, intra_op_threads: int, tag: str, options: dict) -> Path:
+    """A cpu repository with `options` (``BuildOptions`` keyword arguments) under ``work/repository-TAG``."""
+    from enrichment_export.repository import BuildOptions, build_repository
+
+    art = work / "artifacts"
+    if not (art / f"{ct.REID_MODEL}.onnx").is_file():
+        build(models, work, intra_op_threads)
+    opts = BuildOptions(**{"ort_intra_op_threads": intra_op_threads, **options})
+    return build_repository(work / f"repository-{tag}", target="cpu", artifacts=art, options=opts,
+                            allowed_roots=[work]).out_dir  # fmt: skip
+
+
 def build_int8(work: Path, intra_op_threads: int) -> tuple[Path, dict[str, Path], dict[str, dict]]:
     """INT8 pose/threat ONNX (forced past the gate: its figures are reported, not enforced) and a repository.
+
+    Calibration and held-out frames are ``bench_int8.frames()``: the augmented bus.jpg / zidane.jpg
+    variants docs/int8.md's gate figures and ``tests/integration/test_int8.py`` use.
 
     Raises:
         SystemExit: helper ``int8``'s ``enrichment_export.quantize`` is not in this tree.
@@ -116,18 +155,24 @@ def build_int8(work: Path, intra_op_threads: int) -> tuple[Path, dict[str, Path]
             f"--int8 needs enrichment_export.quantize (helper int8's INT8 export), which this tree lacks ({err}); "
             "merge main once it has it, or run without --int8"
         ) from None
+    from bench_int8 import frames
+
     from enrichment_export.repository import BuildOptions, build_repository
 
+    calibration, held_out = frames()
     art = work / "artifacts"
     int8_dir = work / "artifacts-int8"
     int8_dir.mkdir(parents=True, exist_ok=True)
     onnx, gate = {}, {}
     for name in (ct.POSE_MODEL, ct.THREAT_MODEL):
-        result = export_int8(name, art / f"{name}.onnx", int8_dir / f"{name}.onnx", force=True)
+        result = export_int8(name, art / f"{name}.onnx", int8_dir / f"{name}.onnx", force=True,
+                             calibration_frames=calibration, holdout_frames=held_out)  # fmt: skip
         onnx[name] = result.path
         r = result.report
         gate[name] = {"passed": r.passed, "recall": r.recall, "precision": r.precision,
-                      "mean_score_diff": r.mean_score_diff, "frames": r.frames}  # fmt: skip
+                      "mean_score_diff": r.mean_score_diff, "frames": r.frames,
+                      "calibration_frames": len(calibration), "fp32_detections": r.fp32_detections,
+                      "int8_detections": r.int8_detections, "matched": r.matched}  # fmt: skip
     out = build_repository(
         work / "repository-int8", target="cpu", onnx={**onnx, ct.REID_MODEL: art / f"{ct.REID_MODEL}.onnx"},
         options=BuildOptions(ort_intra_op_threads=intra_op_threads), allowed_roots=[work],
@@ -154,7 +199,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-ensemble", action="store_true", help="skip the three-step-ensemble server")
     p.add_argument("--concurrent-runs", type=int, default=0,
                    help="also serve a repository with this ort_concurrent_runs (A/B against the default)")  # fmt: skip
+    p.add_argument("--variant", action="append", default=[],
+                   help="also serve a repository built with these options, e.g. "
+                        "'inst2:pose.instances=2,threat.instances=2,ort_concurrent_runs=1' (repeatable; "
+                        "model.field keys are ModelTuning fields, others BuildOptions fields)")  # fmt: skip
+    p.add_argument("--no-reid", action="store_true", help="skip the re-id workload")
     args = p.parse_args(argv)
+    try:
+        variants = dict(parse_variant(v) for v in args.variant)
+    except ValueError as err:
+        p.error(str(err))
     if args.int8:
         try:
             import enrichment_export.quantize  # noqa: F401  (helper int8's INT8 export)
@@ -190,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_repos[f"concurrent{args.concurrent_runs}"] = build(
             models, work, args.intra_op_threads, ort_concurrent_runs=args.concurrent_runs
         )[0]
+    for tag, options in variants.items():
+        extra_repos[tag] = build_variant(models, work, args.intra_op_threads, tag, options)
     int8_onnx, gate = {}, {}
     if args.int8:
         extra_repos["int8"], int8_onnx, gate = build_int8(work, args.intra_op_threads)
@@ -215,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         if "ensemble" in servers:
             paths.append(TritonPath(servers["ensemble"].grpc_url, protocol="grpc", tag="ensemble",
                                     workloads=("pose+threat",)))  # fmt: skip
-        for tag in [t for t in servers if t.startswith("concurrent")]:
+        for tag in [t for t in servers if t.startswith("concurrent") or t in variants]:
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag, workloads=("pose+threat",)))
         if "int8" in servers:
             paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8", **ort_kw))
@@ -242,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return item
 
-        workloads = {"pose+threat": pose_threat, "reid@32": reid}
+        workloads = {"pose+threat": pose_threat} if args.no_reid else {"pose+threat": pose_threat, "reid@32": reid}
         _log("warming up every path")
         for path in paths:
             for data in images:
@@ -297,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             "labels": labels,
             "baseline_b": "b_onnxruntime_rect (same rect letterbox as the served path)",
             "int8_gate": gate,
+            "variants": variants,
         },
         "cells": {
             w: {str(c): {name: cell.summary() for name, cell in by_path.items()} for c, by_path in by_conc.items()}

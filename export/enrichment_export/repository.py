@@ -117,9 +117,13 @@ CPU_TUNING: dict[str, ModelTuning] = {
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
     ct.ENRICH: ModelTuning(instances=2, max_queue_delay_us=0),
-    # The fused pose / threat models (fuse_cpu_pipelines): one onnxruntime session each, as the detectors.
-    ct.POSE_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
-    ct.THREAT_ENSEMBLE: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    # The fused pose / threat models (fuse_cpu_pipelines): two instances each, one single-threaded
+    # onnxruntime session per instance (BuildOptions.fused_intra_op_threads / fused_concurrent_runs).
+    # Measured on 2 shared cores, one interleaved run: 7.52 / 9.49 / 10.10 images/s at concurrency
+    # 1 / 4 / 8 against 3.76 / 5.90 / 5.64 for one instance with 2 threads and 2 concurrent runs
+    # (docs/cpu-performance.md).
+    ct.POSE_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    ct.THREAT_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
 }
 GPU_DEFAULT_TUNING: dict[str, ModelTuning] = {
     **CPU_TUNING,
@@ -155,6 +159,28 @@ def load_gpu_profile(path: str | os.PathLike[str] | None) -> dict[str, ModelTuni
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
         tuned = dataclasses.replace(tuning.get(name, ModelTuning()), **values)
         _check_tuning(name, tuned, spec.max_batch_size, where=f"GPU profile {path}")
+        tuning[name] = tuned
+    return tuning
+
+
+def cpu_tuning(overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, ModelTuning]:
+    """:data:`CPU_TUNING` with `overrides` (model name -> :class:`ModelTuning` fields) applied.
+
+    Raises:
+        ValueError: Unknown model names, unknown keys or values out of range.
+    """
+    tuning = dict(CPU_TUNING)
+    known = {f.name for f in dataclasses.fields(ModelTuning)}
+    for name, entry in (overrides or {}).items():
+        try:
+            spec = ct.model_spec(name)
+        except KeyError:
+            raise ValueError(f"BuildOptions.cpu_tuning: unknown model {name!r}") from None
+        if not isinstance(entry, Mapping) or set(entry) - known:
+            raise ValueError(f"BuildOptions.cpu_tuning: bad entry for {name!r}: {entry!r} (keys: {sorted(known)})")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items()}
+        tuned = dataclasses.replace(tuning.get(name, ModelTuning()), **values)
+        _check_tuning(name, tuned, spec.max_batch_size, where="BuildOptions.cpu_tuning")
         tuning[name] = tuned
     return tuning
 
@@ -199,6 +225,13 @@ class BuildOptions:
         ort_trt_cache_dir: Writable folder of the server for the accelerator's engine and timing
             caches (one subfolder per model; the tensorrt target adds the TensorRT version).
         osnet_trt_opt_batch: The accelerator profile's optimal batch size (min 1, max 32).
+        fused_intra_op_threads: cpu target: onnxruntime intra-op threads of each instance of the
+            fused ``pose`` / ``threat`` models (default 1: two single-threaded instances use 2 cores
+            better than one with 2 threads, and survive a busy machine; docs/cpu-performance.md).
+        fused_concurrent_runs: cpu target: ``concurrent_runs`` of each fused instance (default 1:
+            the second instance provides the concurrency).
+        cpu_tuning: cpu target: overrides of :data:`CPU_TUNING`, model name -> :class:`ModelTuning`
+            fields (e.g. ``{"pose": {"instances": 2}}``); checked like the GPU profile.
     """
 
     class_names: tuple[str, ...] | None = None
@@ -217,6 +250,9 @@ class BuildOptions:
     ort_concurrent_runs: int = 2
     ort_trt_cache_dir: str = ORT_TRT_CACHE_DIR
     osnet_trt_opt_batch: int = 8
+    fused_intra_op_threads: int = 1
+    fused_concurrent_runs: int = 1
+    cpu_tuning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
@@ -231,6 +267,11 @@ class BuildOptions:
             if not names or any(not n.strip() for n in names):
                 raise ValueError(f"BuildOptions.class_names must be non-empty names, got {self.class_names!r}")
             object.__setattr__(self, "class_names", names)
+        if self.fused_intra_op_threads < 0 or self.fused_concurrent_runs < 1:
+            raise ValueError(
+                "BuildOptions: fused_intra_op_threads must be >= 0 and fused_concurrent_runs >= 1, got "
+                f"{self.fused_intra_op_threads!r} and {self.fused_concurrent_runs!r}"
+            )
         if self.ort_concurrent_runs < 1:
             raise ValueError(f"BuildOptions.ort_concurrent_runs must be >= 1, got {self.ort_concurrent_runs!r}")
         if self.max_pixels <= 0 or self.ort_intra_op_threads < 0 or self.ort_inter_op_threads < 0:
@@ -238,6 +279,7 @@ class BuildOptions:
         from enrichment_light.core.processing.pose_rules import PoseRules
 
         PoseRules.from_mapping({k: str(v) for k, v in self.pose_rules.items()})  # validates names and values
+        cpu_tuning(self.cpu_tuning)  # validates model names, keys and ranges
 
 
 # --------------------------------------------------------------------------------------------- parameters
@@ -288,7 +330,10 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
     if is_fused(name, target, options):
         detector, post = FUSED_CPU[name]
         params = {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
-        params.update({f"ort_{k}": v for k, v in model_parameters(detector, target, options, class_names).items()})
+        ort = model_parameters(detector, target, options, class_names)
+        ort["intra_op_threads"] = str(options.fused_intra_op_threads)
+        ort["concurrent_runs"] = str(options.fused_concurrent_runs)
+        params.update({f"ort_{k}": v for k, v in ort.items()})
         params.update({f"post_{k}": v for k, v in model_parameters(post, target, options, class_names).items()})
         return params
     if name == ct.PREPROCESS:
@@ -917,7 +962,7 @@ def build_repository(
                     "at 640x640; re-export it (enrichment-export onnx) or build with letterbox 'square'"
                 )
 
-    tuning = CPU_TUNING if target == "cpu" else load_gpu_profile(options.gpu_profile)
+    tuning = cpu_tuning(options.cpu_tuning) if target == "cpu" else load_gpu_profile(options.gpu_profile)
     plan_checks: dict[str, PlanCheck] = {}
     if target == "tensorrt":
         device, plan_checks = _check_plans(target, plan_root, sources, device, fallback)
@@ -1048,7 +1093,7 @@ def committed_configs(options: BuildOptions | None = None) -> dict[str, str]:
                 if ct.model_spec(name).kind == "ensemble" and not is_fused(name, "cpu", options)
                 else "python",
                 options=options,
-                tuning=CPU_TUNING.get(name, ModelTuning()),
+                tuning=cpu_tuning(options.cpu_tuning).get(name, ModelTuning()),
             ),
             "cpu",
         )

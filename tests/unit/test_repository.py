@@ -189,6 +189,12 @@ def test_build_repository_writes_thresholds_and_rules_when_options_override_them
         ({"class_names": ()}, "class_names"),
         ({"pose_rules": {"no_such_rule": 1.0}}, "no_such_rule"),
         ({"max_pixels": 0}, "max_pixels"),
+        ({"fused_intra_op_threads": -1}, "fused_intra_op_threads"),
+        ({"fused_concurrent_runs": 0}, "fused_concurrent_runs"),
+        ({"cpu_tuning": {"no_such_model": {"instances": 2}}}, "no_such_model"),
+        ({"cpu_tuning": {"pose": {"no_such_field": 2}}}, "no_such_field"),
+        ({"cpu_tuning": {"pose": {"instances": 9}}}, "instances"),
+        ({"cpu_tuning": {"pose": {"preferred_batch_sizes": [16]}}}, "batch sizes"),
     ],
 )
 def test_build_options_raise_value_error_when_value_is_invalid(kwargs, message):
@@ -554,3 +560,32 @@ def test_build_repository_fuses_pose_and_threat_when_target_is_cpu(tmp_path, art
 def test_fused_cpu_models_share_one_adapter_when_committed():
     sources = {(ROOT / "model_repository" / n / "1" / "model.py").read_bytes() for n in rb.FUSED_CPU}
     assert len(sources) == 1
+
+
+def test_build_repository_applies_cpu_tuning_when_options_override_it(tmp_path, artifacts):
+    tuning = {ct.POSE_ENSEMBLE: {"instances": 2, "max_queue_delay_us": 0, "preferred_batch_sizes": [2]}}
+    result = rb.build_repository(tmp_path / "repo", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                                 options=rb.BuildOptions(cpu_tuning=tuning))  # fmt: skip
+    pose = rb.parse_config((result.out_dir / ct.POSE_ENSEMBLE / "config.pbtxt").read_text())
+    assert pose.instance_group[0].count == 2
+    assert list(pose.dynamic_batching.preferred_batch_size) == [2]
+    assert pose.dynamic_batching.max_queue_delay_microseconds == 0
+    threat = rb.parse_config((result.out_dir / ct.THREAT_ENSEMBLE / "config.pbtxt").read_text())
+    assert threat.instance_group[0].count == rb.CPU_TUNING[ct.THREAT_ENSEMBLE].instances
+
+
+def test_fused_cpu_models_run_two_single_threaded_instances_when_built_with_defaults(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    for name in rb.FUSED_CPU:
+        cfg = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text())
+        assert cfg.instance_group[0].count == 2
+        assert cfg.parameters["ort_intra_op_threads"].string_value == "1"
+        assert cfg.parameters["ort_concurrent_runs"].string_value == "1"
+    osnet = rb.parse_config((result.out_dir / ct.REID_MODEL / "config.pbtxt").read_text())
+    assert osnet.parameters["intra_op_threads"].string_value == "2"  # OSNet keeps ort_intra_op_threads
+    opts = rb.BuildOptions(fused_intra_op_threads=2, fused_concurrent_runs=2)
+    custom = rb.build_repository(tmp_path / "custom", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                                 options=opts)  # fmt: skip
+    pose = rb.parse_config((custom.out_dir / ct.POSE_ENSEMBLE / "config.pbtxt").read_text())
+    assert pose.parameters["ort_intra_op_threads"].string_value == "2"
+    assert pose.parameters["ort_concurrent_runs"].string_value == "2"
