@@ -640,6 +640,8 @@ def test_k8s_deployment_drains_in_prestop_through_a_writable_gate_repository(k8s
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[gate_volume["name"]]  # empty at start: the gate model is only written by drain
     assert "explicit" in _flag(container["args"], "--model-control-mode")  # the drain unloads through the API
+    # the hook runs inside the Triton image, which installs the wheel --no-deps: the drain's client must be there
+    assert '"tritonclient[http]==' in _stage("triton") and "enrichment_light.cli" in _stage("triton")
 
 
 def test_k8s_termination_grace_exceeds_drain_plus_exit_timeout(k8s_base):
