@@ -549,9 +549,14 @@ def _one_shared_batch(
         for key, blocker in enumerate(blockers):
             send(blocker, held, key)
         deadline = time.monotonic() + 30
-        while _pending_requests(server, model) < 1:  # every instance busy, one blocker queued
+        queued = False
+        while not queued and held.qsize() < len(blockers):  # every instance busy, one blocker queued
+            queued = _pending_requests(server, model) >= 1
             assert time.monotonic() < deadline, f"no blocker of {model} ever waited in the queue"
             time.sleep(0.002)
+        if not queued:  # the blockers all finished between two polls: nothing to queue behind, try again
+            assert all(held.get(timeout=60)[2] is None for _ in blockers), "a blocker failed"
+            continue
         done: queue.Queue = queue.Queue()
         for key, payload in enumerate(payloads):
             send(payload, done, key)

@@ -153,7 +153,7 @@ class AsyncEnrichmentClient(ClientBase):
 
     async def _probe_ready(self, endpoint: Endpoint) -> bool:
         """Whether `endpoint` answers "ready" within a short timeout, on a fresh connection."""
-        timeout = min(2.0, self._core.timeout_s or 2.0)
+        timeout = min(2.0, max(0.5, self._core.timeout_s or 2.0))  # a caller's tiny timeout_s must not fail the probe
         module = self._module()
         try:
             if self.protocol == "grpc":

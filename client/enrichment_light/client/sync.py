@@ -220,7 +220,7 @@ class EnrichmentClient(ClientBase):
 
     def _probe_ready(self, endpoint: Endpoint) -> bool:
         """Whether `endpoint` answers "ready" within a short timeout, on a fresh connection."""
-        timeout = min(2.0, self._core.timeout_s or 2.0)
+        timeout = min(2.0, max(0.5, self._core.timeout_s or 2.0))  # a caller's tiny timeout_s must not fail the probe
         try:
             if self.protocol == "grpc":
                 with contextlib.closing(self._module().InferenceServerClient(endpoint.url)) as raw:
