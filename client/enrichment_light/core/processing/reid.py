@@ -177,14 +177,33 @@ def _pil_resize(arr: np.ndarray) -> np.ndarray:
     return np.asarray(image.resize((REID_INPUT_WIDTH, REID_INPUT_HEIGHT), Image.Resampling.BILINEAR))
 
 
-def resize_crops(crops: Sequence[np.ndarray]) -> np.ndarray:
-    """Resize several RGB crops of any sizes to one uint8 ``(K, 256, 128, 3)`` batch."""
-    out = np.empty((len(crops), REID_INPUT_HEIGHT, REID_INPUT_WIDTH, 3), dtype=np.uint8)
+def check_crops(crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Check that every crop is a non-empty uint8 ``(h, w, 3)`` array, without resizing.
+
+    Returns:
+        The crops as arrays.
+
+    Raises:
+        InvalidInputError: Naming the first bad crop's index.
+    """
+    checked = []
     for i, crop in enumerate(crops):
         try:
-            out[i] = resize_crop(crop)
+            checked.append(_check_rgb(crop, "crop"))
         except InvalidInputError as err:
             raise InvalidInputError(f"crop {i}: {err}") from err
+    return checked
+
+
+def resize_crops(crops: Sequence[np.ndarray]) -> np.ndarray:
+    """Resize several RGB crops of any sizes to one uint8 ``(K, 256, 128, 3)`` batch.
+
+    Raises:
+        InvalidInputError: Naming the first bad crop's index (see :func:`check_crops`).
+    """
+    out = np.empty((len(crops), REID_INPUT_HEIGHT, REID_INPUT_WIDTH, 3), dtype=np.uint8)
+    for i, crop in enumerate(check_crops(crops)):
+        out[i] = resize_crop(crop)
     return out
 
 
