@@ -112,7 +112,12 @@ CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
     ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
     ct.THREAT_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
-    ct.REID_MODEL: ModelTuning(preferred_batch_sizes=(8, 16), max_queue_delay_us=500, warmup_batch_sizes=(1,)),
+    # OSNet: two instances, each one single-threaded session with 2 concurrent runs that split a lone
+    # request's crops (BuildOptions.osnet_*). The client sends 32 crops as 2 requests of 16. Measured
+    # on 2 cores against 1 instance with 2 intra-op threads (the previous layout): see
+    # docs/cpu-performance.md, "Re-id".
+    ct.REID_MODEL: ModelTuning(instances=2, preferred_batch_sizes=(8, 16), max_queue_delay_us=500,
+                               warmup_batch_sizes=(1,)),  # fmt: skip
     ct.POSE_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
