@@ -1,4 +1,4 @@
-"""The stub watchdog: reload a model whose Python-backend stub died.
+"""The server's processes (read with psutil) and the stub watchdog: reload a model whose Python-backend stub died.
 
 Triton 2.51 does not restart a dead stub: the model stays "ready" and answers ``Stub process '<instance>' is not
 healthy.``.
@@ -6,19 +6,77 @@ healthy.``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from enrichment_light.devserver.procfs import StubProcess, stub_process
-from enrichment_light.devserver.procfs import process_state as _process_state
-
-DEFAULT_WATCHDOG_INTERVAL_S = 0.5
+STUB_NAME = "triton_python_backend_stub"
+_INSTANCE_SUFFIX = re.compile(r"_\d+_\d+")  # instance "<model>_<group>_<index>"
 _MAX_BACKOFF_S = 60.0
 logger = logging.getLogger("enrichment_light.server")
+
+
+def process_group(pgid: int) -> list[Any]:
+    """Live (non-zombie) ``psutil.Process`` members of process group ``pgid`` (a server and its stubs)."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["status"]):
+        with contextlib.suppress(OSError):  # gone meanwhile
+            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
+                members.append(proc)
+    return members
+
+
+@dataclass(frozen=True)
+class StubProcess:
+    """One Python-backend stub: ``triton_python_backend_stub <repo>/<model>/<v>/model.py <region> ... <instance>``.
+
+    Attributes:
+        pid: Process id.
+        model: Model name.
+        instance: ``<model>_<group>_<index>``, e.g. ``pose_postprocess_0_0``.
+        region: The stub's shared-memory region (under ``/dev/shm``).
+    """
+
+    pid: int
+    model: str
+    instance: str
+    region: str
+
+
+def stub_process(pid: int) -> StubProcess | None:
+    """The :class:`StubProcess` of ``pid``; None when it is no model instance's stub (or the auto-complete one)."""
+    import psutil
+
+    try:
+        argv = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+    if len(argv) < 3 or not argv[0].endswith(STUB_NAME):
+        return None
+    model = Path(argv[1]).parent.parent.name
+    instance = next((a for a in argv[2:] if a.startswith(model) and _INSTANCE_SUFFIX.fullmatch(a[len(model) :])), "")
+    return StubProcess(pid, model, instance, argv[2]) if instance else None
+
+
+def _process_state(pid: int) -> str:
+    """How a dead process looks now, in words for the log."""
+    import psutil
+
+    try:
+        return (
+            "is a zombie (killed or crashed, not yet reaped)" if psutil.Process(pid).status() == "zombie" else "is gone"
+        )
+    except psutil.Error:
+        return "exited"
 
 
 @dataclass
@@ -59,7 +117,7 @@ class StubWatchdog:
 
     Args:
         server: The running :class:`~enrichment_light.devserver.EmbeddedServer`.
-        interval_s: Seconds between two looks at ``/proc``.
+        interval_s: Seconds between two looks at the processes.
         reload_timeout_s: Longest wait for one reload call.
     """
 
