@@ -141,17 +141,13 @@ class EmbeddedServer:
             problems.append(f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}")
         if problems or not repos:
             raise ValueError(problems[0] if problems else "model_repository: expected at least one directory, got none")
-        self.host, self.allow_metrics, self.model_control, self.load_models = (
-            host,
-            allow_metrics,
-            model_control,
+        self.host, self.allow_metrics, self.model_control = host, allow_metrics, model_control
+        self.load_models, self.exit_on_error, self.strict_readiness = (
             tuple(load_models),
-        )
-        self.exit_on_error, self.strict_readiness, self.startup_timeout_s = (
             exit_on_error,
             strict_readiness,
-            float(startup_timeout_s),
         )
+        self.startup_timeout_s = float(startup_timeout_s)
         self.env, self.extra_args = dict(env or {}), tuple(extra_args)
         self.restart_dead_stubs = model_control == "explicit" if restart_dead_stubs is None else restart_dead_stubs
         self._requested_ports, self._ports = ports, dict(ports)
