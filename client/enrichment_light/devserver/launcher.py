@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import re
@@ -28,8 +27,9 @@ from typing import IO, Any, Literal
 from enrichment_light.core.errors import ServerStartError
 from enrichment_light.devserver.drain import DrainReport, drain_server, triton_api
 from enrichment_light.devserver.home import ServerHome, prepare_server_home
+from enrichment_light.devserver.processes import process_group, stub_process
 from enrichment_light.devserver.spawn import spawn
-from enrichment_light.devserver.watchdog import StubWatchdog, process_group, stub_process
+from enrichment_light.devserver.watchdog import StubWatchdog
 
 ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"
@@ -326,36 +326,6 @@ class EmbeddedServer:
         pairs = [a.partition("=")[2].partition(":")[2].partition("=") for a in self.extra_args
                  if a.startswith("--http-restricted-api=")]  # fmt: skip
         return {key: value for key, sep, value in pairs if sep and key}
-
-    def _model_state(self, model: str) -> str | None:
-        """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
-        h = self._admin_headers()
-        ok, index = self._api(lambda c: c.get_model_repository_index(headers=h))
-        if not ok:
-            return None if index is None else f"ERROR: repository index -> {index}"
-        states = {str(e.get("state")) for e in index if e.get("name") == model}
-        return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
-
-    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
-        """Reload ``model`` for new stubs: in place (its config, one parameter changed), else unload and load."""
-        h = self._admin_headers()
-        ok, config = self._api(lambda c: c.get_model_config(model, headers=h))
-        in_place = f"no config: {config}"
-        if ok:
-            config.setdefault("parameters", {})["enrichment_light_stub_restart"] = {"string_value": str(generation)}
-            ok, detail = self._api(
-                lambda c: c.load_model(model, headers=h, config=json.dumps(config)), timeout_s=timeout_s
-            )
-            if ok:
-                return True, "reloaded in place"
-            in_place = f"in-place load -> {detail}"
-        if self._watchdog is not None and self._watchdog.stopping:
-            return False, "stopping"
-        for action in ("unload", "load"):
-            ok, detail = self._api(lambda c, a=action: getattr(c, f"{a}_model")(model, headers=h), timeout_s=timeout_s)
-            if not ok:
-                return False, f"{in_place}; {action} -> {detail}"
-        return True, f"unloaded and loaded ({in_place})"
 
     def drain(self, *, timeout_s: float = EXIT_TIMEOUT_S) -> DrainReport | None:
         """Take the server out of service without failing a request (:func:`drain_server`).

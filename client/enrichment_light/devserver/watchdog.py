@@ -1,4 +1,4 @@
-"""The server's processes (read with psutil) and the stub watchdog: reload a model whose Python-backend stub died.
+"""The stub watchdog: reload a model whose Python-backend stub died.
 
 Triton 2.51 does not restart a dead stub: the model stays "ready" and answers ``Stub process '<instance>' is not
 healthy.``.
@@ -6,77 +6,20 @@ healthy.``.
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import os
-import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-STUB_NAME = "triton_python_backend_stub"
-_INSTANCE_SUFFIX = re.compile(r"_\d+_\d+")  # instance "<model>_<group>_<index>"
+from enrichment_light.devserver.drain import triton_api
+from enrichment_light.devserver.processes import StubProcess, stub_process
+from enrichment_light.devserver.processes import process_state as _process_state
+
 _MAX_BACKOFF_S = 60.0
 logger = logging.getLogger("enrichment_light.server")
-
-
-def process_group(pgid: int) -> list[Any]:
-    """Live (non-zombie) ``psutil.Process`` members of process group ``pgid`` (a server and its stubs)."""
-    import psutil
-
-    members = []
-    for proc in psutil.process_iter(["status"]):
-        with contextlib.suppress(OSError):  # gone meanwhile
-            if proc.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(proc.pid) == pgid:
-                members.append(proc)
-    return members
-
-
-@dataclass(frozen=True)
-class StubProcess:
-    """One Python-backend stub: ``triton_python_backend_stub <repo>/<model>/<v>/model.py <region> ... <instance>``.
-
-    Attributes:
-        pid: Process id.
-        model: Model name.
-        instance: ``<model>_<group>_<index>``, e.g. ``pose_postprocess_0_0``.
-        region: The stub's shared-memory region (under ``/dev/shm``).
-    """
-
-    pid: int
-    model: str
-    instance: str
-    region: str
-
-
-def stub_process(pid: int) -> StubProcess | None:
-    """The :class:`StubProcess` of ``pid``; None when it is no model instance's stub (or the auto-complete one)."""
-    import psutil
-
-    try:
-        argv = psutil.Process(pid).cmdline()
-    except psutil.Error:
-        return None
-    if len(argv) < 3 or not argv[0].endswith(STUB_NAME):
-        return None
-    model = Path(argv[1]).parent.parent.name
-    instance = next((a for a in argv[2:] if a.startswith(model) and _INSTANCE_SUFFIX.fullmatch(a[len(model) :])), "")
-    return StubProcess(pid, model, instance, argv[2]) if instance else None
-
-
-def _process_state(pid: int) -> str:
-    """How a dead process looks now, in words for the log."""
-    import psutil
-
-    try:
-        return (
-            "is a zombie (killed or crashed, not yet reaped)" if psutil.Process(pid).status() == "zombie" else "is gone"
-        )
-    except psutil.Error:
-        return "exited"
 
 
 @dataclass
@@ -173,9 +116,7 @@ class StubWatchdog:
                 break
             if model not in self._suspect:  # first sighting: confirm at the next look
                 self._suspect.add(model)
-            elif (
-                time.monotonic() < self._next_try.get(model, 0.0) or (state := self._server._model_state(model)) is None
-            ):
+            elif time.monotonic() < self._next_try.get(model, 0.0) or (state := self._model_state(model)) is None:
                 continue  # backing off, or no answer (stopping?): look again later
             elif state.startswith("ERROR"):
                 self._failed(model, state)
@@ -186,13 +127,46 @@ class StubWatchdog:
                 reloaded.append(model)
         return reloaded
 
+    def _api(self, call: Any, *, timeout_s: float = 5.0) -> tuple[bool, Any]:
+        return triton_api(self._server.http_url, call, timeout_s=timeout_s)
+
+    def _model_state(self, model: str) -> str | None:
+        """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
+        h = self._server._admin_headers()
+        ok, index = self._api(lambda c: c.get_model_repository_index(headers=h))
+        if not ok:
+            return None if index is None else f"ERROR: repository index -> {index}"
+        states = {str(e.get("state")) for e in index if e.get("name") == model}
+        return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
+
+    def _reload_model(self, model: str, generation: int) -> tuple[bool, str]:
+        """Reload ``model`` for new stubs: in place (its config, one parameter changed), else unload and load."""
+        h, timeout_s = self._server._admin_headers(), self.reload_timeout_s
+        ok, config = self._api(lambda c: c.get_model_config(model, headers=h))
+        in_place = f"no config: {config}"
+        if ok:
+            config.setdefault("parameters", {})["enrichment_light_stub_restart"] = {"string_value": str(generation)}
+            ok, detail = self._api(
+                lambda c: c.load_model(model, headers=h, config=json.dumps(config)), timeout_s=timeout_s
+            )
+            if ok:
+                return True, "reloaded in place"
+            in_place = f"in-place load -> {detail}"
+        for action in ("unload", "load"):
+            if self._stop.is_set():
+                return False, "stopping"
+            ok, detail = self._api(lambda c, a=action: getattr(c, f"{a}_model")(model, headers=h), timeout_s=timeout_s)
+            if not ok:
+                return False, f"{in_place}; {action} -> {detail}"
+        return True, f"unloaded and loaded ({in_place})"
+
     def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
         what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
         log = self._server._log_event
         log(logging.WARNING, "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
             model, what, model)  # fmt: skip
         started = time.monotonic()
-        ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
+        ok, detail = self._reload_model(model, self.restarts.get(model, 0) + 1)
         if self._stop.is_set() or not ok:
             if not self._stop.is_set():
                 self._failed(model, detail)
