@@ -32,7 +32,7 @@ from _robustness_fixtures import photos
 from enrichment_light.client import EnrichmentClient
 from enrichment_light.client.aio import AsyncEnrichmentClient
 from enrichment_light.client.results import EnrichmentResult
-from enrichment_light.devserver import EmbeddedServer, find_free_port, procfs
+from enrichment_light.devserver import EmbeddedServer, find_free_port, process_group
 
 CLIENT = {"retries": 5, "backoff_s": 0.2, "timeout_s": 20.0}
 SHM = "triton_python_backend_shm_region_"
@@ -174,7 +174,7 @@ def run_chaos(repo: Path, tmp: Path) -> Chaos:
         if b.poll() is None:
             b.kill()
             b.wait()
-    out.leftovers = [f"pid {pid}" for pid in procfs.group_members(b_pid) + procfs.group_members(a.pid or -1)]
+    out.leftovers = [f"pid {p.pid}" for p in process_group(b_pid) + process_group(a.pid or -1)]
     out.leftovers += [n for n in os.listdir("/dev/shm") if n.startswith((b_prefix, *a_prefixes))]
     assert not any(w.is_alive() for w in workers), "a client hung"
     return out

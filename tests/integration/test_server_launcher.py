@@ -302,8 +302,8 @@ def test_serve_forever_exits_zero_and_leaves_no_process_when_sigterm(
 # -------------------------------------------------------------------------------- home and options
 
 
-def test_prepare_server_home_links_the_wheel_when_cache_is_empty(tmp_path: Path) -> None:
-    home = prepare_server_home(cache_dir=tmp_path)
+def test_prepare_server_home_links_the_wheel_when_folder_is_empty(tmp_path: Path) -> None:
+    home = prepare_server_home(tmp_path / "home")
     assert home.root.parent == tmp_path
     assert home.tritonserver.is_file()
     assert os.access(home.tritonserver, os.X_OK)
@@ -316,20 +316,20 @@ def test_prepare_server_home_links_the_wheel_when_cache_is_empty(tmp_path: Path)
 
 
 def test_prepare_server_home_relinks_when_a_link_is_stale(tmp_path: Path) -> None:
-    home = prepare_server_home(cache_dir=tmp_path)
+    home = prepare_server_home(tmp_path / "home")
     stub = home.backend_directory / "python" / "triton_python_backend_stub"
     target = os.readlink(stub)
     stub.unlink()
     stub.symlink_to(tmp_path / "gone")
-    again = prepare_server_home(cache_dir=tmp_path)
+    again = prepare_server_home(tmp_path / "home")
     assert again.root == home.root
     assert os.readlink(stub) == target
-    assert [p.name for p in tmp_path.iterdir()] == [home.root.name]  # staging and trash dirs cleaned up
+    assert [p.name for p in tmp_path.iterdir()] == [home.root.name]  # relinked in place, nothing else left
 
 
 def test_prepare_server_home_lists_available_stubs_when_python_version_unsupported(tmp_path: Path) -> None:
     with pytest.raises(ServerStartError, match=r"no Python-backend stub for Python 2\.7.*available: .*3\.11"):
-        prepare_server_home(cache_dir=tmp_path, python_version="2.7")
+        prepare_server_home(tmp_path / "home", python_version="2.7")
 
 
 def test_check_port_free_passes_when_port_free() -> None:
@@ -343,7 +343,7 @@ def test_check_port_free_passes_when_port_free() -> None:
         ({"load_models": ["add_sub"]}, "load_models needs model_control='explicit'"),
         ({"http_port": 70000}, "http_port: expected 0..65535"),
         ({"startup_timeout_s": 0}, "timeouts must be > 0"),
-        ({"stop_timeout_s": -1}, "timeouts must be > 0"),
+        ({"startup_timeout_s": -1}, "timeouts must be > 0"),
     ],
 )
 def test_embedded_server_rejects_options_when_invalid(kwargs: dict, match: str, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ def _stub(pid: int, model: str = "pose_postprocess", index: int = 0) -> StubProc
 
 
 class FakeServer:
-    """What the watchdog uses of EmbeddedServer: process ids, model state, reload, log, shm cleanup."""
+    """What the watchdog uses of EmbeddedServer (process ids, log, shm cleanup), plus stand-ins for its Triton calls."""
 
     def __init__(self, stubs: list[StubProcess]) -> None:
         self.stubs = {s.pid: s for s in stubs}
@@ -34,7 +34,7 @@ class FakeServer:
     def _model_state(self, model: str) -> str | None:
         return self.states.get(model, "READY")
 
-    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
+    def _reload_model(self, model: str, generation: int) -> tuple[bool, str]:
         self.reloads.append((model, generation))
         if not self.reload_ok:
             return False, "load -> 400: failed to load"
@@ -60,6 +60,8 @@ def fake(monkeypatch):
     monkeypatch.setattr(srv, "stub_process", server.stubs.get)
     monkeypatch.setattr(srv, "_process_state", lambda pid: "is a zombie")
     watchdog = StubWatchdog(server, interval_s=0.5, reload_timeout_s=5)
+    monkeypatch.setattr(watchdog, "_model_state", server._model_state)  # instead of Triton's repository API
+    monkeypatch.setattr(watchdog, "_reload_model", server._reload_model)
     watchdog._book.observe(server.stubs.values())  # the baseline start() takes
     return server, watchdog
 

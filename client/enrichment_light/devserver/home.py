@@ -1,17 +1,16 @@
-"""The Triton layout ("server home"): the nvidia-pytriton wheel's pieces, found by pytriton's ``distribution``.
+"""The Triton layout ("server home") of one run, found through pytriton's ``utils.distribution``.
 
-The wheel ships ``tritonserver``, the Python backend and one stub per Python version, but not where Triton
-looks for them: they are symlinked into a private directory under the user cache (the wheel is not modified).
+The nvidia-pytriton wheel ships ``tritonserver``, the Python backend and one stub per Python version, but not
+where Triton looks for them. pytriton copies the tree into each run's workspace
+(``Triton._prepare_triton_inference_server``); we link the six pieces instead, into the run's own folder, so
+nothing is shared between runs that could go stale or race.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import importlib.metadata
 import importlib.util
 import os
-import shutil
 import sys
 import sysconfig
 import tempfile
@@ -21,7 +20,6 @@ from pathlib import Path
 
 from enrichment_light.core.errors import ServerStartError
 
-CACHE_DIR_ENV = "ENRICHMENT_LIGHT_CACHE_DIR"
 _TRITON_VERSION_BY_PYTRITON = {"0.7.0": "2.51.0"}
 
 
@@ -56,22 +54,15 @@ class ServerHome:
         return env
 
 
-def _links_valid(root: Path, links: Mapping[str, Path]) -> bool:
-    return all(
-        (root / r).is_symlink() and Path(os.readlink(root / r)) == t and (root / r).exists() for r, t in links.items()
-    )
-
-
-def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: str | None = None) -> ServerHome:
-    """Assemble (once, atomically; again when a link is missing or stale) and return the Triton layout.
+def prepare_server_home(root: str | Path | None = None, *, python_version: str | None = None) -> ServerHome:
+    """Link the wheel's pieces into ``root`` (replacing what is there) and return the layout.
 
     Args:
-        cache_dir: Parent directory; defaults to ``$ENRICHMENT_LIGHT_CACHE_DIR``, else
-            ``$XDG_CACHE_HOME/enrichment-light`` or ``~/.cache/enrichment-light``.
+        root: The home directory; a new temporary one when omitted.
         python_version: ``"X.Y"`` of the stub; defaults to the running interpreter's.
 
     Raises:
-        ServerStartError: The wheel is missing or has no stub for that Python version.
+        ServerStartError: The wheel is missing, incomplete, or has no stub for that Python version.
     """
     if importlib.util.find_spec("pytriton") is None:
         raise ServerStartError(
@@ -96,43 +87,23 @@ def prepare_server_home(*, cache_dir: str | Path | None = None, python_version: 
         **{f"backends/python/{n}": backend / n for n in ("libtriton_python.so", "triton_python_backend_utils.py")},
         f"backends/python/{stub.name}": stub,
     }
-    for rel, target in links.items():
-        if not target.exists():
-            raise ServerStartError(f"the nvidia-pytriton wheel is incomplete: {target} is missing (needed for {rel})")
-    try:
-        triton_version = _TRITON_VERSION_BY_PYTRITON.get(
-            v := importlib.metadata.version("nvidia-pytriton"), f"pytriton{v}"
-        )
-    except importlib.metadata.PackageNotFoundError:
-        triton_version = "unknown"
-    if cache_dir is None:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        cache_dir = os.environ.get(CACHE_DIR_ENV) or (Path(xdg) if xdg else Path.home() / ".cache") / "enrichment-light"
-    parent = Path(cache_dir)
-    digest = hashlib.sha256(str(wheel.resolve()).encode()).hexdigest()[:8]
-    root = parent / f"tritonserver-{triton_version}-py{version}-{digest}"
-    if not _links_valid(root, links):
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=parent))
-        for rel, target in links.items():
-            (staging / rel).parent.mkdir(parents=True, exist_ok=True)
-            (staging / rel).symlink_to(target)
-        if root.exists() or root.is_symlink():
-            trash = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=parent))
-            with contextlib.suppress(OSError):
-                root.rename(trash / "home")
-            shutil.rmtree(trash, ignore_errors=True)
-        try:
-            staging.rename(root)
-        except OSError:  # another process won the race; use its home if it is valid
-            shutil.rmtree(staging, ignore_errors=True)
-            if not _links_valid(root, links):
-                raise ServerStartError(f"could not assemble the Triton server home at {root}") from None
+    if missing := [f"{t} (for {r})" for r, t in links.items() if not t.exists()]:
+        raise ServerStartError(f"the nvidia-pytriton wheel is incomplete: missing {', '.join(missing)}; reinstall it")
     bin_dir = Path(sys.executable).parent
     if version == running and not (bin_dir / "python3").exists():
         raise ServerStartError(
             f"the Python-backend stub finds its interpreter as 'python3' on PATH, but {bin_dir} has no "
             "python3; run from a virtual environment (python -m venv) or add a python3 link there"
         )
+    home = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="enrichment-light-home-"))
+    for rel, target in links.items():
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).unlink(missing_ok=True)
+        (home / rel).symlink_to(target)
+    try:
+        pytriton_version = importlib.metadata.version("nvidia-pytriton")
+        triton_version = _TRITON_VERSION_BY_PYTRITON.get(pytriton_version, f"pytriton{pytriton_version}")
+    except importlib.metadata.PackageNotFoundError:
+        triton_version = "unknown"
     libdir = sysconfig.get_config_var("LIBDIR")
-    return ServerHome(root, triton_version, version, Path(libdir) if libdir else None, bin_dir)
+    return ServerHome(home, triton_version, version, Path(libdir) if libdir else None, bin_dir)

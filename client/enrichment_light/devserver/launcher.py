@@ -1,14 +1,13 @@
 """The embedded Triton server: the nvidia-pytriton wheel's real ``tritonserver``, on the CPU, no Docker.
 
-Health, metadata and repository calls go through ``tritonclient.http``, imported on first use (importing
-this module imports neither tritonclient nor pytriton).
+pytriton's ``TritonServerConfig`` writes the command line, ``tritonclient.http`` makes every health, metadata
+and repository call, psutil reads the processes; none is imported with this module.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import logging
 import os
 import re
@@ -22,22 +21,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
 
 from enrichment_light.core.errors import ServerStartError
-from enrichment_light.devserver import procfs
+from enrichment_light.devserver.drain import DrainReport, drain_server, triton_api
 from enrichment_light.devserver.home import ServerHome, prepare_server_home
+from enrichment_light.devserver.processes import process_group, stub_process
 from enrichment_light.devserver.spawn import spawn
-from enrichment_light.devserver.watchdog import DEFAULT_WATCHDOG_INTERVAL_S, StubWatchdog
+from enrichment_light.devserver.watchdog import StubWatchdog
 
 ModelControl = Literal["none", "poll", "explicit"]
 DEFAULT_HOST = "127.0.0.1"
-GATE_MODEL = "enrichment_light_draining"  # loaded (and failing) to turn strict readiness off
+EXIT_TIMEOUT_S = 10.0  # the drain's budget, then Triton's --exit-timeout-secs
+STOP_TIMEOUT_S = 15.0  # wait after SIGTERM before SIGKILL
+WATCHDOG_INTERVAL_S = 0.5
 _SHM_PREFIX = "triton_python_backend_shm_region_"
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
-_BUSY = {"READY", "LOADING", "UNLOADING"}
 _POLL_S = 0.05
 logger = logging.getLogger("enrichment_light.server")
 
@@ -67,82 +67,6 @@ def check_port_free(host: str, port: int, *, what: str = "port") -> None:
             ) from err
 
 
-@dataclass(frozen=True)
-class DrainReport:
-    """What a drain did: seconds until "not ready" and until unloaded, the unload waves, what was left loaded."""
-
-    unready_s: float
-    drained_s: float
-    waves: tuple[tuple[str, ...], ...]
-    complete: bool
-    left: tuple[str, ...] = ()
-
-
-def triton_api(url: str, call: Callable[[Any], Any], *, timeout_s: float = 5.0) -> tuple[bool, Any]:
-    """Run ``call`` on a fresh ``tritonclient.http`` client for ``url`` (``host:port``).
-
-    Returns:
-        ``(True, result)``, ``(False, "<status>: <message>")`` when Triton refused, ``(False, None)`` if no answer.
-    """
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        with httpclient.InferenceServerClient(url, connection_timeout=timeout_s, network_timeout=timeout_s) as client:
-            return True, call(client)
-    except InferenceServerException as err:
-        return False, f"{err.status()}: {err.message()}"[:300]
-    except Exception:  # refused, reset, timed out: no answer
-        return False, None
-
-
-def drain_server(
-    http_url: str, *, gate_repository: str | Path, timeout_s: float, headers: Mapping[str, str] | None = None
-) -> DrainReport:
-    """Take a Triton server (explicit model control) out of service without failing a request.
-
-    A model with no version (the gate) is loaded from ``gate_repository``: the load fails, and with strict
-    readiness the server answers "not ready" while the real models keep serving. Models are then unloaded in
-    waves, callers first (ensembles before their steps; BLS callees must be ensemble steps too), each wave
-    waiting until Triton released it (in-flight requests done). SIGTERM then exits 0 (docs/resilience.md).
-
-    Args:
-        http_url: ``host:port`` of the HTTP endpoint.
-        gate_repository: A writable folder the server was started with as a model repository.
-        timeout_s: Budget; what is still loaded then is left to Triton's own shutdown.
-        headers: Headers for restricted repository APIs (e.g. ``{"admin-key": ...}``).
-    """
-    started = time.monotonic()
-    deadline, h = started + timeout_s, dict(headers or {})
-    api = lambda call: triton_api(http_url, call)  # noqa: E731
-    gate = Path(gate_repository) / GATE_MODEL
-    gate.mkdir(parents=True, exist_ok=True)
-    (gate / "config.pbtxt").write_text(f'name: "{GATE_MODEL}"\nbackend: "python"\n')
-    api(lambda c: c.load_model(GATE_MODEL, headers=h))  # fails on purpose: no version
-    unready_s = time.monotonic() - started
-    ok, entries = api(lambda c: c.get_model_repository_index(headers=h))
-    remaining = {e["name"] for e in entries if e.get("state") in _BUSY} if ok else set()
-    steps = {}
-    for model in remaining:
-        ok, config = api(lambda c, m=model: c.get_model_config(m, headers=h))
-        steps[model] = {
-            s.get("model_name") for s in (config if ok else {}).get("ensemble_scheduling", {}).get("step", [])
-        }
-    waves = []
-    while remaining and time.monotonic() < deadline:
-        wave = sorted(remaining - set().union(*(steps[m] for m in remaining))) or sorted(remaining)
-        for model in wave:
-            api(lambda c, m=model: c.unload_model(m, headers=h))
-        while time.monotonic() < deadline:
-            ok, entries = api(lambda c: c.get_model_repository_index(headers=h))
-            if ok and not any(e.get("name") in wave and e.get("state") in _BUSY for e in entries):
-                break
-            time.sleep(_POLL_S)
-        waves.append(tuple(wave))
-        remaining -= set(wave)
-    return DrainReport(unready_s, time.monotonic() - started, tuple(waves), not remaining, tuple(sorted(remaining)))
-
-
 _LIVE_SERVERS: set[EmbeddedServer] = set()
 
 
@@ -157,9 +81,11 @@ class EmbeddedServer:
     """A real ``tritonserver`` process serving a model repository on the CPU (a context manager).
 
     ``start()`` returns once *this* process answers ready on every port. Ports ``None``/``0`` are picked free,
-    given ones bind-tested. The process leads its own session and gets SIGTERM when this Python process dies
+    given ones bind-tested. Each start gets its own run folder (server home, drain gate, default log). The
+    process leads its own session and gets SIGTERM when this Python process dies
     (:mod:`~enrichment_light.devserver.spawn`). ``stop()`` drains (explicit mode), ends the stubs, frees their
     shared memory. An admin key given as ``--http-restricted-api=...:<key>=<value>`` in ``extra_args`` is sent.
+    Other Triton flags (``--log-verbose=1``, ``--repository-poll-secs=5``...) go in ``extra_args``, last.
 
     Args:
         model_repository: One repository directory, or several.
@@ -170,21 +96,16 @@ class EmbeddedServer:
         allow_metrics: Serve the metrics endpoint.
         model_control: ``none``, ``poll`` or ``explicit``; only ``explicit`` drains and runs the watchdog.
         load_models: Models to load at start (``explicit`` only; ``"*"`` = all).
-        repository_poll_s: Poll interval for ``poll``.
         exit_on_error: Fail the start when a model fails to load.
         strict_readiness: Ready only when every model is ready (the drain's gate relies on it).
-        auto_complete_config: Let backends complete config.pbtxt.
-        log_verbose: Triton ``--log-verbose`` level.
-        log_path: Server log; defaults to ``tritonserver.log`` in a new temporary directory.
+        log_path: Server log; defaults to ``tritonserver.log`` in the run folder.
         startup_timeout_s: Longest wait for readiness before the process is killed.
-        exit_timeout_s: Budget of the drain, and Triton's ``--exit-timeout-secs`` after it.
-        stop_timeout_s: Longest wait after SIGTERM before SIGKILL.
-        server_home: A :class:`ServerHome`; assembled on demand when omitted.
         env: Extra environment variables for the server and its models.
         extra_args: More ``tritonserver`` flags, appended last.
         restart_dead_stubs: Run the :class:`StubWatchdog`; ``None``: on in ``explicit`` mode.
-        watchdog_interval_s: Seconds between the watchdog's looks.
     """
+
+    watchdog_interval_s = WATCHDOG_INTERVAL_S
 
     def __init__(
         self,
@@ -197,65 +118,48 @@ class EmbeddedServer:
         allow_metrics: bool = True,
         model_control: ModelControl = "none",
         load_models: Sequence[str] = (),
-        repository_poll_s: float = 5.0,
         exit_on_error: bool = True,
         strict_readiness: bool = True,
-        auto_complete_config: bool = False,
-        log_verbose: int = 0,
         log_path: str | Path | None = None,
         startup_timeout_s: float = 60.0,
-        exit_timeout_s: float = 10.0,
-        stop_timeout_s: float = 15.0,
-        server_home: ServerHome | None = None,
         env: Mapping[str, str] | None = None,
         extra_args: Sequence[str] = (),
         restart_dead_stubs: bool | None = None,
-        watchdog_interval_s: float = DEFAULT_WATCHDOG_INTERVAL_S,
     ) -> None:
         repos = [model_repository] if isinstance(model_repository, str | Path) else list(model_repository)
         self.model_repositories = tuple(Path(r).resolve() for r in repos)
-        ports = {"http_port": http_port, "grpc_port": grpc_port, "metrics_port": metrics_port}
-        problems = [
-            f"model_repository: expected an existing directory, got {str(r)!r}" for r in self.model_repositories
-        ]
-        problems = [p for p, r in zip(problems, self.model_repositories, strict=True) if not r.is_dir()]
-        problems += [f"{n}: expected 0..65535 or None, got {p}" for n, p in ports.items() if not 0 <= (p or 0) <= 65535]
+        ports = {"http": http_port or 0, "grpc": grpc_port or 0, "metrics": metrics_port or 0}
+        problems = [f"model_repository: expected an existing directory, got {str(r)!r}"
+                    for r in self.model_repositories if not r.is_dir()]  # fmt: skip
+        problems += [f"{n}_port: expected 0..65535 or None, got {p}" for n, p in ports.items() if not 0 <= p <= 65535]
         if model_control not in ("none", "poll", "explicit"):
             problems.append(f"model_control: expected 'none', 'poll' or 'explicit', got {model_control!r}")
         elif model_control != "explicit" and (restart_dead_stubs or load_models):  # both need the repository API
             what = "restart_dead_stubs=True (the watchdog reloads models)" if restart_dead_stubs else "load_models"
             problems.append(f"{what} needs model_control='explicit', got model_control={model_control!r}")
-        if min(startup_timeout_s, exit_timeout_s, stop_timeout_s, watchdog_interval_s) <= 0:
-            problems.append(
-                f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}, exit_timeout_s={exit_timeout_s}, "
-                f"stop_timeout_s={stop_timeout_s}, watchdog_interval_s={watchdog_interval_s}"
-            )
+        if startup_timeout_s <= 0:
+            problems.append(f"timeouts must be > 0, got startup_timeout_s={startup_timeout_s}")
         if problems or not repos:
             raise ValueError(problems[0] if problems else "model_repository: expected at least one directory, got none")
         self.host, self.allow_metrics, self.model_control = host, allow_metrics, model_control
-        self.load_models, self.repository_poll_s, self.log_verbose = (
+        self.load_models, self.exit_on_error, self.strict_readiness = (
             tuple(load_models),
-            repository_poll_s,
-            int(log_verbose),
-        )
-        self.exit_on_error, self.strict_readiness, self.auto_complete_config = (
             exit_on_error,
             strict_readiness,
-            auto_complete_config,
         )
-        self.startup_timeout_s, self.exit_timeout_s = float(startup_timeout_s), float(exit_timeout_s)
-        self.stop_timeout_s, self.watchdog_interval_s = float(stop_timeout_s), float(watchdog_interval_s)
+        self.startup_timeout_s = float(startup_timeout_s)
         self.env, self.extra_args = dict(env or {}), tuple(extra_args)
         self.restart_dead_stubs = model_control == "explicit" if restart_dead_stubs is None else restart_dead_stubs
-        self._requested_ports = {"http": http_port or 0, "grpc": grpc_port or 0, "metrics": metrics_port or 0}
-        self._ports = dict(self._requested_ports)
-        self._server_home, self._log_path = server_home, Path(log_path) if log_path is not None else None
+        self._requested_ports, self._ports = ports, dict(ports)
+        self._log_path, self._given_log = (Path(log_path),) * 2 if log_path is not None else (None, None)
         self._log_file: IO[bytes] | None = None
         self._log_lock = threading.Lock()
         self._process: subprocess.Popen[bytes] | None = None
         self._watchdog: StubWatchdog | None = None
         self._stub_restarts: dict[str, int] = {}
-        self._shm_prefix, self._gate_dir, self.server_id = "", None, ""
+        self._run_dir: Path | None = None
+        self._home: ServerHome | None = None
+        self._shm_prefix, self.server_id = "", ""
         self.startup_s: float | None = None
         self.exit_code: int | None = None
         self.last_drain: DrainReport | None = None
@@ -268,19 +172,17 @@ class EmbeddedServer:
     metrics_url = property(lambda self: f"http://{self._address(self.metrics_port)}/metrics", doc="Metrics URL.")
     pid = property(lambda self: self._process.pid if self._process else None, doc="``tritonserver``'s pid.")
     log_path = property(lambda self: self._log_path, doc="The server log (None before the first start).")
+    home = property(lambda self: self._home, doc="The :class:`ServerHome` of the current run (None before it).")
     shm_region_prefix = property(lambda self: self._shm_prefix, doc="This run's stub region prefix in /dev/shm.")
     watchdog_running = property(lambda self: self._watchdog is not None and self._watchdog.is_alive())
+    _gate_dir = property(
+        lambda self: self._run_dir / "gate" if self._run_dir and self.model_control == "explicit" else None
+    )
 
     @property
     def stub_restarts(self) -> dict[str, int]:
         """Model -> how many times the watchdog reloaded it since the last start."""
         return self._watchdog.counts() if self._watchdog is not None else dict(self._stub_restarts)
-
-    @property
-    def home(self) -> ServerHome:
-        """The server home in use (assembled on first access)."""
-        self._server_home = self._server_home or prepare_server_home()
-        return self._server_home
 
     def _address(self, port: int) -> str:
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
@@ -297,22 +199,22 @@ class EmbeddedServer:
         return self._process is not None and self._process.poll() is None
 
     def command(self) -> list[str]:
-        """The ``tritonserver`` command line for the current ports and options (pytriton's flag vocabulary)."""
+        """The ``tritonserver`` command line of the current run (pytriton's flag vocabulary)."""
         from pytriton.server.python_backend_config import PythonBackendConfig
         from pytriton.server.triton_server_config import TritonServerConfig
 
+        if self._home is None:
+            raise ServerStartError("the server was never started: its home and ports are chosen by start()")
         config, backend, metrics = TritonServerConfig(), PythonBackendConfig(), self.allow_metrics
         config.update_config({
             "model_repository": [*self.model_repositories, *([self._gate_dir] if self._gate_dir else [])],
-            "backend_directory": self.home.backend_directory, "id": self.server_id, "http_address": self.host,
+            "backend_directory": self._home.backend_directory, "id": self.server_id, "http_address": self.host,
             "http_port": self.http_port, "grpc_address": self.host, "grpc_port": self.grpc_port,
             "allow_metrics": metrics, "metrics_address": self.host if metrics else None,
             "metrics_port": self.metrics_port if metrics else None, "allow_gpu_metrics": False,
             "pinned_memory_pool_byte_size": 0, "model_control_mode": self.model_control,
-            "repository_poll_secs": max(1, round(self.repository_poll_s)) if self.model_control == "poll" else None,
             "load_model": list(self.load_models), "exit_on_error": self.exit_on_error,
-            "strict_readiness": self.strict_readiness, "log_verbose": self.log_verbose,
-            "exit_timeout_secs": max(1, round(self.exit_timeout_s)),
+            "strict_readiness": self.strict_readiness, "exit_timeout_secs": round(EXIT_TIMEOUT_S),
         })  # fmt: skip
         if self._shm_prefix:  # one prefix per run: stop() finds every region, even of killed stubs
             backend["shm-region-prefix-name"] = self._shm_prefix
@@ -320,8 +222,7 @@ class EmbeddedServer:
         # not to_args_list(): it splits on spaces (paths may hold them); Triton's bools are lower case
         args = [f"--{k}={str(v).lower() if isinstance(v, bool) else v}" for k, vs in config.server_args().items()
                 for v in (vs if isinstance(vs, list) else [vs]) if v is not None]  # fmt: skip
-        args += [] if self.auto_complete_config else ["--disable-auto-complete-config"]
-        return [str(self.home.tritonserver), *args, *self.extra_args]
+        return [str(self._home.tritonserver), *args, "--disable-auto-complete-config", *self.extra_args]
 
     def start(self) -> EmbeddedServer:
         """Start the server and wait until it is ready.
@@ -340,16 +241,10 @@ class EmbeddedServer:
             self._launch()
         return self
 
-    def _endpoints(self) -> list[str]:
-        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
-
     def _launch(self) -> None:
-        home, taken = self.home, set()
-        for kind in self._endpoints():
-            label, port = (
-                f"{'HTTP' if kind == 'http' else 'gRPC' if kind == 'grpc' else 'metrics'} port",
-                self._requested_ports[kind],
-            )
+        taken: set[int] = set()
+        for kind in ["http", "grpc"] + (["metrics"] if self.allow_metrics else []):
+            label, port = f"{ {'http': 'HTTP', 'grpc': 'gRPC'}.get(kind, kind) } port", self._requested_ports[kind]
             if port == 0:
                 while (port := find_free_port(self.host)) in taken:
                     pass
@@ -359,11 +254,9 @@ class EmbeddedServer:
                 check_port_free(self.host, port, what=label)
             self._ports[kind] = port
             taken.add(port)
-        if not os.access(home.tritonserver, os.X_OK):
-            raise ServerStartError(f"could not execute {home.tritonserver}: not an executable file")
-        self._log_path = (
-            self._log_path or Path(tempfile.mkdtemp(prefix="enrichment-light-triton-")) / "tritonserver.log"
-        )
+        self._run_dir = Path(tempfile.mkdtemp(prefix="enrichment-light-triton-"))
+        self._home = prepare_server_home(self._run_dir / "home")
+        self._log_path = self._given_log or self._run_dir / "tritonserver.log"
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         run_id = uuid.uuid4().hex[:12]
         self.server_id = f"enrichment-light-{run_id}"
@@ -371,20 +264,20 @@ class EmbeddedServer:
             a.startswith("--backend-config=python,") and "shm-region-prefix-name=" in a for a in self.extra_args
         )
         self._shm_prefix = f"{_SHM_PREFIX}{run_id}_" if own_prefix else ""  # Triton's prefix first, for tools
-        explicit = self.model_control == "explicit"
-        self._gate_dir = Path(tempfile.mkdtemp(prefix="enrichment-light-gate-")) if explicit else None
+        if self._gate_dir is not None:
+            self._gate_dir.mkdir()
         self._stub_restarts, self.exit_code, self.last_drain = {}, None, None
         self._log_file = open(self._log_path, "wb")  # noqa: SIM115 - closed by stop()
         started = time.monotonic()
         self._process = spawn(
             self.command(), stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            env={**home.environment(), **self.env}, cwd=home.root, start_new_session=True,
+            env={**self._home.environment(), **self.env}, cwd=self._home.root, start_new_session=True,
         )  # fmt: skip
         _LIVE_SERVERS.add(self)
         try:
             self.wait_until_ready(self.startup_timeout_s)
         except ServerStartError:
-            self.stop(timeout_s=min(self.stop_timeout_s, 5.0), drain=False)
+            self.stop(timeout_s=5.0, drain=False)
             raise
         self.startup_s = time.monotonic() - started
         if self.restart_dead_stubs:
@@ -398,10 +291,12 @@ class EmbeddedServer:
         Raises:
             ServerStartError: Not started, the process died, or not ready in time (it is left running).
         """
+        import psutil
+
         if self._process is None:
             raise ServerStartError("the server was never started")
         deadline, last, h = time.monotonic() + timeout_s, "no answer yet", self._admin_headers()
-        wanted = {self._ports[k] for k in self._endpoints()}
+        wanted = {self._ports[k] for k in ("http", "grpc", "metrics") if k != "metrics" or self.allow_metrics}
         while True:
             if (code := self._process.poll()) is not None:
                 raise ServerStartError(self._failure(f"tritonserver exited with status {code} before it was ready"))
@@ -410,9 +305,11 @@ class EmbeddedServer:
                 if answer.get("name") != self.server_id:
                     who = f"id {answer.get('name')!r}, expected {self.server_id!r}"
                     raise ServerStartError(self._failure(f"another server answers on {self.http_url} ({who})"))
-                if not (missing := wanted - procfs.listening_ports(self._process.pid)):
-                    return
-                last = f"ready, but ports {sorted(missing)} are not yet listening in pid {self._process.pid}"
+                with contextlib.suppress(psutil.Error):
+                    sockets = psutil.Process(self._process.pid).net_connections("tcp")
+                    if not (missing := wanted - {s.laddr.port for s in sockets if s.status == psutil.CONN_LISTEN}):
+                        return
+                    last = f"ready, but ports {sorted(missing)} are not yet listening in pid {self._process.pid}"
             elif ok or answer:
                 last = f"GET /v2/health/ready -> {answer or 'not ready'}"
             if time.monotonic() >= deadline:
@@ -426,79 +323,30 @@ class EmbeddedServer:
 
     def _admin_headers(self) -> dict[str, str]:
         """Headers for APIs that ``extra_args`` restrict (``--http-restricted-api=<apis>:<key>=<value>``)."""
-        pairs = [
-            a.partition("=")[2].partition(":")[2].partition("=")
-            for a in self.extra_args
-            if a.startswith("--http-restricted-api=")
-        ]
+        pairs = [a.partition("=")[2].partition(":")[2].partition("=") for a in self.extra_args
+                 if a.startswith("--http-restricted-api=")]  # fmt: skip
         return {key: value for key, sep, value in pairs if sep and key}
 
-    def _model_state(self, model: str) -> str | None:
-        """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
-        h = self._admin_headers()
-        ok, index = self._api(lambda c: c.get_model_repository_index(headers=h))
-        if not ok:
-            return None if index is None else f"ERROR: repository index -> {index}"
-        states = {str(e.get("state")) for e in index if e.get("name") == model}
-        return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
-
-    def _reload_model(self, model: str, generation: int, timeout_s: float) -> tuple[bool, str]:
-        """Reload ``model`` for new stubs: in place (its config, one parameter changed), else unload and load."""
-        h = self._admin_headers()
-        ok, config = self._api(lambda c: c.get_model_config(model, headers=h))
-        in_place = f"no config: {config}"
-        if ok:
-            config.setdefault("parameters", {})["enrichment_light_stub_restart"] = {"string_value": str(generation)}
-            ok, detail = self._api(
-                lambda c: c.load_model(model, headers=h, config=json.dumps(config)), timeout_s=timeout_s
-            )
-            if ok:
-                return True, "reloaded in place"
-            in_place = f"in-place load -> {detail}"
-        if self._watchdog is not None and self._watchdog.stopping:
-            return False, "stopping"
-        for action in ("unload", "load"):
-            ok, detail = self._api(lambda c, a=action: getattr(c, f"{a}_model")(model, headers=h), timeout_s=timeout_s)
-            if not ok:
-                return False, f"{in_place}; {action} -> {detail}"
-        return True, f"unloaded and loaded ({in_place})"
-
-    def drain(self, *, timeout_s: float | None = None) -> DrainReport | None:
+    def drain(self, *, timeout_s: float = EXIT_TIMEOUT_S) -> DrainReport | None:
         """Take the server out of service without failing a request (:func:`drain_server`).
-
-        Args:
-            timeout_s: Budget; ``exit_timeout_s`` when omitted.
 
         Returns:
             The :class:`DrainReport` (also :attr:`last_drain`); None when not running or not in explicit mode.
         """
         if self._gate_dir is None or not self.is_running():
             return None
-        budget = self.exit_timeout_s if timeout_s is None else timeout_s
-        report = drain_server(
-            self.http_url, gate_repository=self._gate_dir, timeout_s=budget, headers=self._admin_headers()
-        )
-        waves = " then ".join(map(",".join, report.waves)) or "nothing"
+        report = drain_server(self.http_url, gate_repository=self._gate_dir, timeout_s=timeout_s,
+                              headers=self._admin_headers())  # fmt: skip
         left = "" if report.complete else f"; budget spent, still loaded: {list(report.left)}"
-        self._log_event(
-            logging.INFO,
-            "drain: not ready after %.3f s, unloaded %s in %.2f s%s",
-            report.unready_s,
-            waves,
-            report.drained_s,
-            left,
-        )
+        self._log_event(logging.INFO, "drain: not ready after %.3f s, unloaded %s in %.2f s%s", report.unready_s,
+                        " then ".join(map(",".join, report.waves)) or "nothing", report.drained_s, left)  # fmt: skip
         self.last_drain = report
         return report
 
-    def stop(self, *, timeout_s: float | None = None, drain: bool = True) -> None:
-        """Drain (explicit mode), SIGTERM, wait, then SIGKILL; also ends the stubs and removes their regions.
+    def stop(self, *, timeout_s: float = STOP_TIMEOUT_S, drain: bool = True) -> None:
+        """Drain (explicit mode), SIGTERM, wait ``timeout_s``, then SIGKILL; also ends the stubs, frees their regions.
 
         Safe to call more than once and after the server exited; :attr:`exit_code` holds the status.
-
-        Args:
-            timeout_s: Wait after SIGTERM before SIGKILL; ``stop_timeout_s`` when omitted.
-            drain: Run :meth:`drain` first.
         """
         watchdog, self._watchdog = self._watchdog, None
         if watchdog is not None:  # first, so that it does not reload models while they shut down
@@ -509,28 +357,30 @@ class EmbeddedServer:
         if drain and process.poll() is None:
             self.drain()
         pgid = process.pid  # start_new_session: the server leads its own process group; stubs inherit it
-        regions = {a for pid in procfs.group_members(pgid) for a in procfs.cmdline(pid) if a.startswith(_SHM_PREFIX)}
+        regions = {s.region for p in process_group(pgid) if (s := stub_process(p.pid)) is not None}
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(timeout=self.stop_timeout_s if timeout_s is None else timeout_s)
+                process.wait(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pgid, signal.SIGKILL)
                 process.wait()
         self.exit_code = process.returncode
         deadline = time.monotonic() + 2.0  # stubs notice their parent is gone within ~1 s
-        while procfs.group_members(pgid) and time.monotonic() < deadline:
+        while process_group(pgid) and time.monotonic() < deadline:
             time.sleep(_POLL_S)
         with contextlib.suppress(ProcessLookupError):
-            if procfs.group_members(pgid):
-                os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, signal.SIGKILL)
         if self._shm_prefix:  # this run's prefix also finds the regions of stubs killed from outside
             with contextlib.suppress(OSError):
                 regions.update(n for n in os.listdir("/dev/shm") if n.startswith(self._shm_prefix))
         self._unlink_regions(regions, live=set())
-        if self._gate_dir is not None:
-            shutil.rmtree(self._gate_dir, ignore_errors=True)
+        if self._run_dir is not None:  # the log stays for reading
+            for part in ("home", "gate"):
+                shutil.rmtree(self._run_dir / part, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                self._run_dir.rmdir()  # empty unless it holds the log
         with self._log_lock:
             if self._log_file is not None:
                 self._log_file.close()
@@ -540,7 +390,7 @@ class EmbeddedServer:
     def _unlink_regions(self, regions: Iterable[str], *, live: set[str] | None = None) -> None:
         """Remove the shared-memory regions of dead stubs (a SIGKILLed stub cannot unlink its own)."""
         if live is None:
-            live = {s.region for pid in self.process_ids() if (s := procfs.stub_process(pid)) is not None}
+            live = {s.region for pid in self.process_ids() if (s := stub_process(pid)) is not None}
         for region in set(regions) - live:
             if region and "/" not in region:
                 with contextlib.suppress(OSError):
@@ -548,11 +398,17 @@ class EmbeddedServer:
 
     def process_ids(self) -> list[int]:
         """Ids of the server and its stub processes (empty when stopped)."""
-        return sorted(procfs.group_members(self._process.pid)) if self.is_running() and self._process else []
+        return sorted(p.pid for p in process_group(self._process.pid)) if self.is_running() and self._process else []
 
     def rss_bytes(self) -> int:
         """Resident memory of the server plus its stubs, in bytes."""
-        return sum(procfs.rss_bytes(pid) for pid in self.process_ids())
+        import psutil
+
+        total = 0
+        for pid in self.process_ids():
+            with contextlib.suppress(psutil.Error):
+                total += psutil.Process(pid).memory_info().rss
+        return total
 
     def log_tail(self, n: int = 40) -> str:
         """The last ``n`` meaningful lines of the server log (Triton's tables and blank lines skipped)."""
@@ -603,25 +459,26 @@ def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
     """
     stream, stop = out if out is not None else sys.stdout, threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    say = lambda text: print(text, file=stream, flush=True)  # noqa: E731
     try:
         if not server.is_running():
             server.start()
         try:
             startup = f" in {server.startup_s:.1f} s" if server.startup_s is not None else ""
-            print(f"Triton {server.home.triton_version} ready{startup} (pid {server.pid})", file=stream)
-            print(f"  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}", file=stream)
+            say(f"Triton {server.home.triton_version} ready{startup} (pid {server.pid})")
+            say(f"  HTTP     http://{server.http_url}\n  gRPC     {server.grpc_url}")
             if server.allow_metrics:
-                print(f"  metrics  {server.metrics_url}", file=stream)
-            print(f"  log      {server.log_path}", file=stream)
+                say(f"  metrics  {server.metrics_url}")
+            say(f"  log      {server.log_path}")
             if server.restart_dead_stubs:
-                print("  stub watchdog on: a model whose Python-backend stub dies is reloaded", file=stream)
-            print("Press Ctrl-C to stop.", file=stream, flush=True)
+                say("  stub watchdog on: a model whose Python-backend stub dies is reloaded")
+            say("Press Ctrl-C to stop.")
             while not stop.wait(0.2):
                 if not server.is_running():
                     print(f"tritonserver exited unexpectedly; last lines of {server.log_path}:\n{server.log_tail()}",
                           file=sys.stderr)  # fmt: skip
                     return 1
-            print("Stopping Triton (draining)...", file=stream, flush=True)
+            say("Stopping Triton (draining)...")
         finally:
             server.stop()
     finally:
@@ -630,5 +487,5 @@ def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
     if server.exit_code != 0:
         print(f"tritonserver exited with status {server.exit_code}; see {server.log_path}", file=sys.stderr)
         return 1
-    print("Triton stopped.", file=stream, flush=True)
+    say("Triton stopped.")
     return 0

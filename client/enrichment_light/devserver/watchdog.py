@@ -6,6 +6,7 @@ healthy.``.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -13,10 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from enrichment_light.devserver.procfs import StubProcess, stub_process
-from enrichment_light.devserver.procfs import process_state as _process_state
+from enrichment_light.devserver.drain import triton_api
+from enrichment_light.devserver.processes import StubProcess, stub_process
+from enrichment_light.devserver.processes import process_state as _process_state
 
-DEFAULT_WATCHDOG_INTERVAL_S = 0.5
 _MAX_BACKOFF_S = 60.0
 logger = logging.getLogger("enrichment_light.server")
 
@@ -59,7 +60,7 @@ class StubWatchdog:
 
     Args:
         server: The running :class:`~enrichment_light.devserver.EmbeddedServer`.
-        interval_s: Seconds between two looks at ``/proc``.
+        interval_s: Seconds between two looks at the processes.
         reload_timeout_s: Longest wait for one reload call.
     """
 
@@ -115,9 +116,7 @@ class StubWatchdog:
                 break
             if model not in self._suspect:  # first sighting: confirm at the next look
                 self._suspect.add(model)
-            elif (
-                time.monotonic() < self._next_try.get(model, 0.0) or (state := self._server._model_state(model)) is None
-            ):
+            elif time.monotonic() < self._next_try.get(model, 0.0) or (state := self._model_state(model)) is None:
                 continue  # backing off, or no answer (stopping?): look again later
             elif state.startswith("ERROR"):
                 self._failed(model, state)
@@ -128,13 +127,46 @@ class StubWatchdog:
                 reloaded.append(model)
         return reloaded
 
+    def _api(self, call: Any, *, timeout_s: float = 5.0) -> tuple[bool, Any]:
+        return triton_api(self._server.http_url, call, timeout_s=timeout_s)
+
+    def _model_state(self, model: str) -> str | None:
+        """READY, LOADING, UNLOADING, UNAVAILABLE...; None without an answer; ``"ERROR: ..."`` when refused."""
+        h = self._server._admin_headers()
+        ok, index = self._api(lambda c: c.get_model_repository_index(headers=h))
+        if not ok:
+            return None if index is None else f"ERROR: repository index -> {index}"
+        states = {str(e.get("state")) for e in index if e.get("name") == model}
+        return "READY" if "READY" in states else (sorted(states)[0] if states else "UNAVAILABLE")
+
+    def _reload_model(self, model: str, generation: int) -> tuple[bool, str]:
+        """Reload ``model`` for new stubs: in place (its config, one parameter changed), else unload and load."""
+        h, timeout_s = self._server._admin_headers(), self.reload_timeout_s
+        ok, config = self._api(lambda c: c.get_model_config(model, headers=h))
+        in_place = f"no config: {config}"
+        if ok:
+            config.setdefault("parameters", {})["enrichment_light_stub_restart"] = {"string_value": str(generation)}
+            ok, detail = self._api(
+                lambda c: c.load_model(model, headers=h, config=json.dumps(config)), timeout_s=timeout_s
+            )
+            if ok:
+                return True, "reloaded in place"
+            in_place = f"in-place load -> {detail}"
+        for action in ("unload", "load"):
+            if self._stop.is_set():
+                return False, "stopping"
+            ok, detail = self._api(lambda c, a=action: getattr(c, f"{a}_model")(model, headers=h), timeout_s=timeout_s)
+            if not ok:
+                return False, f"{in_place}; {action} -> {detail}"
+        return True, f"unloaded and loaded ({in_place})"
+
     def _restart(self, model: str, stubs: list[StubProcess]) -> bool:
         what = ", ".join(f"{s.instance} (pid {s.pid}) {_process_state(s.pid)}" for s in stubs)
         log = self._server._log_event
         log(logging.WARNING, "stub watchdog: the Python-backend stub of model %r died: %s; reloading %r",
             model, what, model)  # fmt: skip
         started = time.monotonic()
-        ok, detail = self._server._reload_model(model, self.restarts.get(model, 0) + 1, self.reload_timeout_s)
+        ok, detail = self._reload_model(model, self.restarts.get(model, 0) + 1)
         if self._stop.is_set() or not ok:
             if not self._stop.is_set():
                 self._failed(model, detail)
