@@ -116,8 +116,9 @@ CPU_TUNING: dict[str, ModelTuning] = {
     # request's crops (BuildOptions.osnet_*). The client sends 32 crops as 2 requests of 16. Measured
     # on 2 cores against 1 instance with 2 intra-op threads (the previous layout): see
     # docs/cpu-performance.md, "Re-id".
-    ct.REID_MODEL: ModelTuning(instances=2, preferred_batch_sizes=(8, 16), max_queue_delay_us=500,
-                               warmup_batch_sizes=(1,)),  # fmt: skip
+    ct.REID_MODEL: ModelTuning(
+        instances=2, preferred_batch_sizes=(8, 16), max_queue_delay_us=500, warmup_batch_sizes=(1,)
+    ),
     ct.POSE_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
