@@ -106,8 +106,9 @@ class ModelTuning:
 # Camera workload on 2 CPU cores: a few cameras at 1-5 fps each. Requests rarely coincide, so a
 # long queue delay would only add latency; 1 ms lets requests that do coincide (several cameras
 # firing together, or enrich/pose/threat at once) share one onnxruntime run without a visible
-# cost. One instance per inference model: onnxruntime already uses both cores per run, and two
-# instances would fight over them (docs/serving.md, "Batching and instances", has the measurements).
+# cost. The unfused detectors keep one instance with 2 intra-op threads (docs/serving.md, "Batching
+# and instances"); the fused pose / threat models and OSNet run two single-threaded instances, which
+# measured faster on the served stack (docs/cpu-performance.md).
 CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
     ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
