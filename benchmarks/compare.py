@@ -16,8 +16,9 @@ Workloads (one *item* each):
 
 - ``pose+threat``: one photo through pose estimation, then threat detection (two calls, as a
   consumer of the seed's two classes does); throughput in images/s;
-- ``reid@32``: 32 person crops (cut from bus.jpg, 60-160 x 140-420 px) to 512-d embeddings, one
-  batch; throughput in crops/s.
+- ``reid@32``: 32 person crops (cut from bus.jpg, 60-160 x 140-420 px) to 512-d embeddings: one
+  ``resize_crops`` + ``session.run`` of 32 for (b), one ``extract_embeddings_from_crops`` call for (c)
+  (the client sends it as 2 concurrent requests of 16); throughput in crops/s.
 
 Each cell (workload x path x concurrency 1/4/8) runs ``concurrency`` threads for ``--cell-s``
 seconds; rounds interleave the paths so that drift on a shared machine hits all of them. Latency is
@@ -29,6 +30,11 @@ Usage::
     python benchmarks/compare.py --quick          # ~1 min: 1 round x 1 s per cell
     python benchmarks/compare.py --pose-weights yolov8n-pose.pt --threat-weights weapons.pt \\
         --reid-weights osnet_x0_25_msmt17.pth
+    python benchmarks/compare.py --no-pose --no-ensemble \\
+        --variant 'reidold:osnet_intra_op_threads=2,osnet_split_batches=0,osnet_x0_25.instances=1'
+                                                  # re-id only, A/B of the OSNet layout
+
+``--variant`` servers run both workloads (a variant may change the detectors or OSNet).
 
 Writes ``benchmarks/results/compare.{json,md,png}`` (``--out`` to change).
 """
