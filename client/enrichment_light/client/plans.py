@@ -86,7 +86,8 @@ class TensorIn:
         """In-band input whose array `produce` makes when the request is sent (once; on the sending thread).
 
         The sync client sends the requests of one plan step from its thread pool, so the work in
-        `produce` (e.g. resizing a chunk of crops) runs in parallel for the step's requests.
+        `produce` (e.g. resizing a chunk of crops) runs in parallel for the step's requests; the
+        asyncio client runs it with ``asyncio.to_thread``, off the event loop.
         `produce` must not raise for checked inputs: check them before building the request.
         """
         from tritonclient.utils import np_to_triton_dtype
