@@ -16,8 +16,9 @@ Workloads (one *item* each):
 
 - ``pose+threat``: one photo through pose estimation, then threat detection (two calls, as a
   consumer of the seed's two classes does); throughput in images/s;
-- ``reid@32``: 32 person crops (cut from bus.jpg, 60-160 x 140-420 px) to 512-d embeddings, one
-  batch; throughput in crops/s.
+- ``reid@32``: 32 person crops (cut from bus.jpg, 60-160 x 140-420 px) to 512-d embeddings: one
+  ``resize_crops`` + ``session.run`` of 32 for (b), one ``extract_embeddings_from_crops`` call for (c)
+  (the client sends it as 2 concurrent requests of 16); throughput in crops/s.
 
 Each cell (workload x path x concurrency 1/4/8) runs ``concurrency`` threads for ``--cell-s``
 seconds; rounds interleave the paths so that drift on a shared machine hits all of them. Latency is
@@ -29,6 +30,11 @@ Usage::
     python benchmarks/compare.py --quick          # ~1 min: 1 round x 1 s per cell
     python benchmarks/compare.py --pose-weights yolov8n-pose.pt --threat-weights weapons.pt \\
         --reid-weights osnet_x0_25_msmt17.pth
+    python benchmarks/compare.py --no-pose --no-ensemble \\
+        --variant 'reidold:osnet_intra_op_threads=2,osnet_split_batches=0,osnet_x0_25.instances=1'
+                                                  # re-id only, A/B of the OSNet layout
+
+``--variant`` servers run both workloads (a variant may change the detectors or OSNet).
 
 Writes ``benchmarks/results/compare.{json,md,png}`` (``--out`` to change).
 """
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                         "'inst2:pose.instances=2,threat.instances=2,ort_concurrent_runs=1' (repeatable; "
                         "model.field keys are ModelTuning fields, others BuildOptions fields)")  # fmt: skip
     p.add_argument("--no-reid", action="store_true", help="skip the re-id workload")
+    p.add_argument("--no-pose", action="store_true", help="skip the pose+threat workload (re-id only)")
     args = p.parse_args(argv)
     try:
         variants = dict(parse_variant(v) for v in args.variant)
@@ -214,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             import enrichment_export.quantize  # noqa: F401  (helper int8's INT8 export)
         except ImportError as err:
             p.error(f"--int8 needs enrichment_export.quantize, which this tree lacks ({err}); merge main first")
+    if args.no_reid and args.no_pose:
+        p.error("--no-reid and --no-pose leave no workload")
     rounds = args.rounds or (1 if args.quick else 2)
     cell_s = args.cell_s or (1.0 if args.quick else 3.0)
     concs = [int(c) for c in args.concurrency.split(",")]
@@ -271,8 +280,10 @@ def main(argv: list[str] | None = None) -> int:
         if "ensemble" in servers:
             paths.append(TritonPath(servers["ensemble"].grpc_url, protocol="grpc", tag="ensemble",
                                     workloads=("pose+threat",)))  # fmt: skip
-        for tag in [t for t in servers if t.startswith("concurrent") or t in variants]:
+        for tag in [t for t in servers if t.startswith("concurrent")]:
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag, workloads=("pose+threat",)))
+        for tag in [t for t in servers if t in variants]:  # a variant may change OSNet's layout too
+            paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag))
         if "int8" in servers:
             paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8", **ort_kw))
             paths.append(TritonPath(servers["int8"].grpc_url, protocol="grpc", tag="int8",
@@ -298,15 +309,21 @@ def main(argv: list[str] | None = None) -> int:
 
             return item
 
-        workloads = {"pose+threat": pose_threat} if args.no_reid else {"pose+threat": pose_threat, "reid@32": reid}
+        workloads = {}
+        if not args.no_pose:
+            workloads["pose+threat"] = pose_threat
+        if not args.no_reid:
+            workloads["reid@32"] = reid
         _log("warming up every path")
         for path in paths:
-            for data in images:
-                path.pose(data)
-                path.threat(data)
+            if "pose+threat" in workloads:
+                for data in images:
+                    path.pose(data)
+                    path.threat(data)
+                run_cell(pose_threat(path), max(concs), 0.01)
             if "reid@32" in getattr(path, "workloads", workloads):
                 path.reid(crops)
-            run_cell(pose_threat(path), max(concs), 0.01)
+                run_cell(reid(path), max(concs), 0.01)
         cells: dict[str, dict[int, dict[str, Cell]]] = {
             w: {c: {path.name: Cell() for path in paths if w in getattr(path, "workloads", workloads)} for c in concs}
             for w in workloads

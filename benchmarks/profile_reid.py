@@ -10,7 +10,7 @@ Paths:
   with the client's resize (compare.py's (b));
 - ``resize``: the client's resize of the 32 crops alone;
 - ``grpc@K``: ``EnrichmentClient.extract_embeddings_from_crops`` over gRPC, the crops sent as
-  requests of at most K crops each (concurrently; 32 is the client's default).
+  requests of at most K crops each (concurrently; the client's default is ``plans.EMBED_REQUEST_CROPS``, 16).
 
 Triton's statistics extension gives the server's share per call (queue, compute input / infer /
 output of ``osnet_x0_25``), read around each served cell.
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import tritonclient.grpc as grpcclient
 
-    from enrichment_light.client import EnrichmentClient
+    from enrichment_light.client import EnrichmentClient, plans
     from enrichment_light.core.processing.reid import resize_crops
     from enrichment_light.devserver import EmbeddedServer
 
@@ -95,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
 
         def served(chunk: int):
             def call() -> None:
-                old = ct.MAX_PERSONS_PER_FRAME
-                ct.MAX_PERSONS_PER_FRAME = chunk  # the client's chunk size (read at call time)
+                old = plans.EMBED_REQUEST_CROPS
+                plans.EMBED_REQUEST_CROPS = chunk  # the client's crops per request (read at call time)
                 try:
                     client.extract_embeddings_from_crops(crops)
                 finally:
-                    ct.MAX_PERSONS_PER_FRAME = old
+                    plans.EMBED_REQUEST_CROPS = old
 
             return call
 

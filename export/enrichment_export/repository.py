@@ -106,13 +106,20 @@ class ModelTuning:
 # Camera workload on 2 CPU cores: a few cameras at 1-5 fps each. Requests rarely coincide, so a
 # long queue delay would only add latency; 1 ms lets requests that do coincide (several cameras
 # firing together, or enrich/pose/threat at once) share one onnxruntime run without a visible
-# cost. One instance per inference model: onnxruntime already uses both cores per run, and two
-# instances would fight over them (docs/serving.md, "Batching and instances", has the measurements).
+# cost. The unfused detectors keep one instance with 2 intra-op threads (docs/serving.md, "Batching
+# and instances"); the fused pose / threat models and OSNet run two single-threaded instances, which
+# measured faster on the served stack (docs/cpu-performance.md).
 CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
     ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
     ct.THREAT_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
-    ct.REID_MODEL: ModelTuning(preferred_batch_sizes=(8, 16), max_queue_delay_us=500, warmup_batch_sizes=(1,)),
+    # OSNet: two instances, each one single-threaded session with 2 concurrent runs that split a lone
+    # request's crops (BuildOptions.osnet_*). The client sends 32 crops as 2 requests of 16. Measured
+    # on 2 cores against 1 instance with 2 intra-op threads (the previous layout): see
+    # docs/cpu-performance.md, "Re-id".
+    ct.REID_MODEL: ModelTuning(
+        instances=2, preferred_batch_sizes=(8, 16), max_queue_delay_us=500, warmup_batch_sizes=(1,)
+    ),
     ct.POSE_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.THREAT_POSTPROCESS: ModelTuning(max_queue_delay_us=0),
     ct.REID_CROPS: ModelTuning(),
@@ -232,6 +239,12 @@ class BuildOptions:
             the second instance provides the concurrency).
         cpu_tuning: cpu target: overrides of :data:`CPU_TUNING`, model name -> :class:`ModelTuning`
             fields (e.g. ``{"pose": {"instances": 2}}``); checked like the GPU profile.
+        osnet_intra_op_threads: cpu target: onnxruntime intra-op threads of ``osnet_x0_25``
+            (default 1: single-threaded runs, as the fused detectors; docs/cpu-performance.md).
+        osnet_concurrent_runs: cpu target: ``concurrent_runs`` of ``osnet_x0_25`` (default 2).
+        osnet_split_batches: cpu target: with ``osnet_concurrent_runs > 1``, split a lone request's
+            crops by rows so that every run has work (a 32-crop request -> two 16-row runs on the
+            2 cores). The unfused detectors never split (``split_batches`` parameter ``0``).
     """
 
     class_names: tuple[str, ...] | None = None
@@ -253,6 +266,9 @@ class BuildOptions:
     fused_intra_op_threads: int = 1
     fused_concurrent_runs: int = 1
     cpu_tuning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    osnet_intra_op_threads: int = 1
+    osnet_concurrent_runs: int = 2
+    osnet_split_batches: bool = True
 
     def __post_init__(self) -> None:
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
@@ -272,8 +288,13 @@ class BuildOptions:
                 "BuildOptions: fused_intra_op_threads must be >= 0 and fused_concurrent_runs >= 1, got "
                 f"{self.fused_intra_op_threads!r} and {self.fused_concurrent_runs!r}"
             )
-        if self.ort_concurrent_runs < 1:
-            raise ValueError(f"BuildOptions.ort_concurrent_runs must be >= 1, got {self.ort_concurrent_runs!r}")
+        if self.ort_concurrent_runs < 1 or self.osnet_concurrent_runs < 1:
+            raise ValueError(
+                "BuildOptions: ort_concurrent_runs and osnet_concurrent_runs must be >= 1, got "
+                f"{self.ort_concurrent_runs!r} and {self.osnet_concurrent_runs!r}"
+            )
+        if self.osnet_intra_op_threads < 0:
+            raise ValueError(f"BuildOptions.osnet_intra_op_threads must be >= 0, got {self.osnet_intra_op_threads!r}")
         if self.max_pixels <= 0 or self.ort_intra_op_threads < 0 or self.ort_inter_op_threads < 0:
             raise ValueError("BuildOptions: max_pixels must be > 0 and thread counts >= 0")
         from enrichment_light.core.processing.pose_rules import PoseRules
@@ -351,12 +372,21 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
             **pose_parameters(options, "pose_"),
             **threat_parameters(options, class_names, "threat_"),
         }
+    if name == ct.REID_MODEL and target == "cpu":
+        return {
+            "onnx_file": ONNX_FILENAME,
+            "intra_op_threads": str(options.osnet_intra_op_threads),
+            "inter_op_threads": str(options.ort_inter_op_threads),
+            "concurrent_runs": str(options.osnet_concurrent_runs),
+            "split_batches": "1" if options.osnet_split_batches else "0",
+        }
     if name in ct.INFERENCE_MODELS and target == "cpu":
         return {
             "onnx_file": ONNX_FILENAME,
             "intra_op_threads": str(options.ort_intra_op_threads),
             "inter_op_threads": str(options.ort_inter_op_threads),
             "concurrent_runs": str(options.ort_concurrent_runs),
+            "split_batches": "0",
         }
     if name in ct.INFERENCE_MODELS:  # native onnxruntime backend
         return {

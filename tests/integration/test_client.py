@@ -99,6 +99,52 @@ def test_extract_embeddings_chunks_more_boxes_than_one_request_holds(client, sam
     assert len({r.embedding_hash for r in results}) == 1
 
 
+def _person_crops(image: np.ndarray, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    h, w = image.shape[:2]
+    crops = []
+    for _ in range(n):
+        ch, cw = int(rng.integers(60, 420)), int(rng.integers(30, 160))
+        y, x = int(rng.integers(0, h - ch)), int(rng.integers(0, w - cw))
+        crops.append(image[y : y + ch, x : x + cw])
+    return crops
+
+
+def test_extract_embeddings_from_crops_equal_bare_onnxruntime_in_order_when_crops_span_several_requests(
+    client, client_repository, sample_paths
+):
+    """37 different crops (3 requests of at most 16, resized on the client's threads) against the
+    oracle: the served OSNet ONNX in process on ``resize_crops`` of the same crops."""
+    import onnxruntime as ort
+
+    from enrichment_light.client.plans import EMBED_REQUEST_CROPS
+    from enrichment_light.core.processing.reid import resize_crops
+
+    crops = _person_crops(decode_image(sample_paths[0].read_bytes()), 2 * EMBED_REQUEST_CROPS + 5)
+    session = ort.InferenceSession(str(client_repository / ct.REID_MODEL / "1" / "model.onnx"),
+                                   providers=["CPUExecutionProvider"])  # fmt: skip
+    want = session.run(None, {ct.CROPS: resize_crops(crops)})[0]
+    got = np.array([r.embedding for r in client.extract_embeddings_from_crops(crops)], np.float32)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert np.abs(got[0] - got[-1]).max() > 1e-3  # distinct rows: the order is checked
+
+
+def test_async_extract_embeddings_from_crops_equal_sync_client_when_crops_span_several_requests(
+    enrichment_server, reference, sample_paths
+):
+    crops = _person_crops(decode_image(sample_paths[0].read_bytes()), 37)
+
+    async def main():
+        async with AsyncEnrichmentClient(enrichment_server.grpc_url) as c:
+            return await c.extract_embeddings_from_crops(crops)
+
+    got = asyncio.run(main())
+    want = reference.extract_embeddings_from_crops(crops)
+    assert len(got) == len(want) == 37
+    np.testing.assert_allclose([r.embedding for r in got], [r.embedding for r in want], atol=1e-5)
+
+
 def test_enrich_agrees_with_the_separate_calls(client, reference, sample_paths):
     result = client.enrich(sample_paths[1], conf=LOW_CONF)
     assert isinstance(result, EnrichmentResult)

@@ -19,7 +19,7 @@ from enrichment_light.client.inputs import encode_array
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import backend_from_config
 from enrichment_light.client.plans import CLIENT_MODELS, ClientCore, threshold_tensors
-from enrichment_light.client.results import PoseClass, Severity
+from enrichment_light.client.results import PoseClass, ReIDResult, Severity
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.processing.detection import pad_pose, pose_detections
@@ -100,6 +100,15 @@ def test_reid_results_hash_each_row_like_the_seed():
     results = reid_results(emb)
     assert [r.embedding_hash for r in results] == [embedding_hash(e) for e in emb]
     assert results[0].embedding == pytest.approx(emb[0].tolist())
+    assert results == [ReIDResult(embedding=e.tolist(), embedding_hash=embedding_hash(e)) for e in emb]
+
+
+@pytest.mark.parametrize(("bad", "message"), [(np.nan, "finite"), (np.inf, "finite")])
+def test_reid_results_refuse_rows_when_values_are_not_finite(bad, message):
+    emb = np.zeros((3, ct.EMBEDDING_DIMENSION), np.float32)
+    emb[2, 7] = bad
+    with pytest.raises(ValueError, match=message):
+        reid_results(emb)
 
 
 def test_decode_enrich_joins_threats_poses_and_embeddings():
@@ -209,8 +218,33 @@ def test_plan_crops_resizes_locally_and_calls_osnet_directly():
     plan = core.plan_crops(crops, bgr=False)
     (req,) = next(plan)
     assert req.model == ct.REID_MODEL
-    assert req.inputs[0].array.shape == (2, ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
-    assert req.inputs[0].array.dtype == np.uint8
+    assert req.inputs[0].data().shape == (2, ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
+    assert req.inputs[0].data().dtype == np.uint8
+
+
+def test_plan_crops_sends_chunks_resized_when_sent_and_equal_to_resize_crops_when_crops_are_many():
+    from enrichment_light.client.plans import EMBED_REQUEST_CROPS
+    from enrichment_light.core.processing.reid import resize_crops
+
+    rng = np.random.default_rng(5)
+    crops = [rng.integers(0, 256, (int(rng.integers(20, 300)), int(rng.integers(10, 150)), 3), np.uint8)
+             for _ in range(2 * EMBED_REQUEST_CROPS + 3)]  # fmt: skip
+    plan = _core().plan_crops(crops, bgr=False)
+    reqs = next(plan)
+    assert [r.inputs[0].shape[0] for r in reqs] == [EMBED_REQUEST_CROPS, EMBED_REQUEST_CROPS, 3]
+    assert all(r.inputs[0].array is None for r in reqs)  # not resized until sent
+    sent = np.concatenate([r.inputs[0].data() for r in reqs])
+    np.testing.assert_array_equal(sent, resize_crops(crops))
+    embeddings = [np.full((r.inputs[0].shape[0], ct.EMBEDDING_DIMENSION), k, np.float32) for k, r in enumerate(reqs)]
+    with pytest.raises(StopIteration) as done:
+        plan.send([{ct.EMBEDDINGS: e} for e in embeddings])
+    assert [r.embedding[0] for r in done.value.value] == [0.0] * 16 + [1.0] * 16 + [2.0] * 3  # in order
+
+
+def test_plan_crops_refuses_bad_crop_by_index_before_any_request_when_a_later_chunk_holds_it():
+    crops = [np.zeros((50, 20, 3), np.uint8)] * 20 + [np.zeros((50, 20), np.float32)]
+    with pytest.raises(InvalidInputError, match="crop 20: "):
+        next(_core().plan_crops(crops, bgr=False))
 
 
 def _shm_read(t) -> np.ndarray:

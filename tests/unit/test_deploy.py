@@ -858,7 +858,7 @@ PLAN_PATH_MODULES = ("enrichment_export.tensorrt_plan", "enrichment_export.repos
 PLAN_PATH_CLI_FUNCTIONS = {"main", "build_parser", "_load_plugins", "_add_plan_parser", "_device_from_args",
                            "_plan_onnx", "_run_plan", "_record"}  # fmt: skip
 BASE_IMAGE_PROVIDES = {"tensorrt"}  # nvcr.io/nvidia/tensorrt ships it; it is not on PyPI
-IMPORT_TO_DISTRIBUTION = {"cv2": "opencv-python-headless", "google": "protobuf"}
+IMPORT_TO_DISTRIBUTION = {"cv2": "opencv-python-headless", "google": "protobuf", "PIL": "pillow"}
 
 
 def _module_file(name: str) -> Path | None:

@@ -574,6 +574,28 @@ def test_build_repository_applies_cpu_tuning_when_options_override_it(tmp_path, 
     assert threat.instance_group[0].count == rb.CPU_TUNING[ct.THREAT_ENSEMBLE].instances
 
 
+def test_osnet_runs_two_single_threaded_instances_that_split_lone_batches_when_built_with_defaults(tmp_path, artifacts):
+    result = _build(tmp_path, artifacts, "cpu")
+    osnet = rb.parse_config((result.out_dir / ct.REID_MODEL / "config.pbtxt").read_text())
+    assert osnet.instance_group[0].count == 2
+    params = {k: v.string_value for k, v in osnet.parameters.items()}
+    assert (params["intra_op_threads"], params["concurrent_runs"], params["split_batches"]) == ("1", "2", "1")
+    opts = rb.BuildOptions(osnet_intra_op_threads=2, osnet_concurrent_runs=1, osnet_split_batches=False,
+                           cpu_tuning={ct.REID_MODEL: {"instances": 1}})  # fmt: skip
+    old = rb.build_repository(tmp_path / "old", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
+                              options=opts)  # fmt: skip
+    osnet = rb.parse_config((old.out_dir / ct.REID_MODEL / "config.pbtxt").read_text())
+    params = {k: v.string_value for k, v in osnet.parameters.items()}
+    assert osnet.instance_group[0].count == 1
+    assert (params["intra_op_threads"], params["concurrent_runs"], params["split_batches"]) == ("2", "1", "0")
+
+
+@pytest.mark.parametrize("field", ["osnet_concurrent_runs", "osnet_intra_op_threads"])
+def test_build_options_refuse_osnet_threads_when_out_of_range(field):
+    with pytest.raises(ValueError, match=field):
+        rb.BuildOptions(**{field: -1})
+
+
 def test_fused_cpu_models_run_two_single_threaded_instances_when_built_with_defaults(tmp_path, artifacts):
     result = _build(tmp_path, artifacts, "cpu")
     for name in rb.FUSED_CPU:
@@ -581,8 +603,9 @@ def test_fused_cpu_models_run_two_single_threaded_instances_when_built_with_defa
         assert cfg.instance_group[0].count == 2
         assert cfg.parameters["ort_intra_op_threads"].string_value == "1"
         assert cfg.parameters["ort_concurrent_runs"].string_value == "1"
-    osnet = rb.parse_config((result.out_dir / ct.REID_MODEL / "config.pbtxt").read_text())
-    assert osnet.parameters["intra_op_threads"].string_value == "2"  # OSNet keeps ort_intra_op_threads
+    detector = rb.parse_config((result.out_dir / ct.POSE_MODEL / "config.pbtxt").read_text())
+    assert detector.parameters["intra_op_threads"].string_value == "2"  # unfused detectors keep ort_intra_op_threads
+    assert detector.parameters["split_batches"].string_value == "0"
     opts = rb.BuildOptions(fused_intra_op_threads=2, fused_concurrent_runs=2)
     custom = rb.build_repository(tmp_path / "custom", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
                                  options=opts)  # fmt: skip

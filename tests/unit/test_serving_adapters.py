@@ -203,6 +203,75 @@ def test_runner_run_many_equals_one_run_per_request_when_requests_mix_shapes(tmp
         np.testing.assert_array_equal(out, runner.run(batch))
 
 
+@pytest.fixture(scope="module")
+def osnet_onnx(tmp_path_factory) -> Path:
+    """The real OSNet-x0.25 graph (random init), exported as the repository builder does."""
+    from enrichment_export.onnx_export import export_onnx, untrained_model
+
+    path = tmp_path_factory.mktemp("osnet") / "model.onnx"
+    export_onnx(ct.REID_MODEL, untrained_model(ct.REID_MODEL), path)
+    return path
+
+
+def _recorded(runner: OnnxRuntimeRunner) -> list[int]:
+    """Rows of every ``session.run`` the runner makes (wraps ``runner.run``)."""
+    rows: list[int] = []
+    plain = runner.run
+
+    def run(batch):
+        rows.append(batch.shape[0])
+        return plain(batch)
+
+    runner.run = run  # type: ignore[method-assign]
+    return rows
+
+
+@pytest.mark.parametrize(("concurrent_runs", "sizes", "expected_rows"), [
+    (2, (32,), [16, 16]),
+    (2, (17,), [9, 8]),
+    (4, (32,), [8, 8, 8, 8]),
+    (3, (20, 1), [10, 10, 1]),
+    (2, (1,), [1]),
+    (2, (5, 3), [5, 3]),
+])  # fmt: skip
+def test_runner_run_many_splits_rows_and_equals_unsplit_run_when_fewer_requests_than_runs(
+    osnet_onnx, concurrent_runs, sizes, expected_rows
+):
+    rng = np.random.default_rng(3)
+    batches = [rng.integers(0, 255, (n, 256, 128, 3), dtype=np.uint8) for n in sizes]
+    reference = OnnxRuntimeRunner(ct.REID_MODEL, osnet_onnx, intra_op_threads=1)
+    runner = OnnxRuntimeRunner(ct.REID_MODEL, osnet_onnx, intra_op_threads=1, concurrent_runs=concurrent_runs)
+    rows = _recorded(runner)
+    got = runner.run_many(batches)
+    assert sorted(rows, reverse=True) == sorted(expected_rows, reverse=True)
+    for batch, out in zip(batches, got, strict=True):
+        want = reference.run(batch)
+        assert out.shape == want.shape == (batch.shape[0], 512)
+        np.testing.assert_allclose(out, want, rtol=0, atol=2e-5)  # the same rows, in order
+
+
+def test_runner_run_requests_keeps_request_order_when_lone_batch_is_split(osnet_onnx):
+    runner = OnnxRuntimeRunner.from_parameters(
+        ct.REID_MODEL, osnet_onnx.parent, {"intra_op_threads": "1", "concurrent_runs": "2"}
+    )
+    rows = _recorded(runner)
+    crops = np.stack([np.full((256, 128, 3), 8 * k, np.uint8) for k in range(32)])
+    (result,) = runner.run_requests([crops])
+    assert rows == [16, 16]
+    assert np.abs(result[ct.EMBEDDINGS][0] - result[ct.EMBEDDINGS][-1]).max() > 1e-3  # rows differ: order matters
+    singles = np.concatenate([runner.run(crops[k : k + 1]) for k in range(32)])
+    np.testing.assert_allclose(result[ct.EMBEDDINGS], singles, rtol=0, atol=2e-5)
+
+
+def test_runner_runs_whole_batch_when_split_batches_is_off(osnet_onnx):
+    runner = OnnxRuntimeRunner.from_parameters(
+        ct.REID_MODEL, osnet_onnx.parent, {"intra_op_threads": "1", "concurrent_runs": "2", "split_batches": "0"}
+    )
+    rows = _recorded(runner)
+    runner.run_many([np.zeros((32, 256, 128, 3), np.uint8)])
+    assert rows == [32]
+
+
 def test_fused_detect_batch_refuses_bad_threshold_without_running_detector_when_request_is_alone():
     calls = []
     bad = pipeline.PreprocessInput(_bytes_tensor(_jpeg(480, 640)), conf=np.array([[2.0]], np.float32))

@@ -119,10 +119,7 @@ def decode_poses(padded: Mapping[str, np.ndarray]) -> list[PoseResult]:
 
 def reid_results(embeddings: np.ndarray) -> list[ReIDResult]:
     """One :class:`ReIDResult` per row of a float32 ``[K, 512]`` array."""
-    from enrichment_light.core.processing.reid import embedding_hash
-
-    emb = np.asarray(embeddings, dtype=np.float32).reshape(-1, ct.EMBEDDING_DIMENSION)
-    return [ReIDResult(embedding=row.tolist(), embedding_hash=embedding_hash(row)) for row in emb]
+    return ReIDResult.from_rows(np.asarray(embeddings, dtype=np.float32).reshape(-1, ct.EMBEDDING_DIMENSION))
 
 
 def decode_enrich(

@@ -11,10 +11,11 @@ live here once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,11 +53,18 @@ TENSOR_ENSEMBLES = {ct.POSE_ENSEMBLE: ct.POSE_TENSOR_ENSEMBLE, ct.THREAT_ENSEMBL
 #: Models the client's methods call with either transport; ``wait_until_ready`` waits for these by default.
 CLIENT_MODELS = (ct.THREAT_ENSEMBLE, ct.POSE_ENSEMBLE, ct.REID_ENSEMBLE, ct.ENRICH, ct.REID_MODEL)
 _SHM_ALIGN = 64  # LETTERBOX_INFO starts at the next multiple of this after the pixels
+#: Crops per ``osnet_x0_25`` request. 32 crops go as two concurrent requests of 16, each resized on
+#: its own client thread: on 2 cores, 44 vs 56 ms per call at concurrency 1 against one request of
+#: 32 (docs/cpu-performance.md, "Re-id"). At most ``MAX_PERSONS_PER_FRAME``.
+EMBED_REQUEST_CROPS = 16
 
 
 @dataclass
 class TensorIn:
-    """One request input: data in-band (`array`) or in a shared-memory `region`."""
+    """One request input: in-band data or a shared-memory `region`.
+
+    In-band data is `array`, or what `produce` makes when the request is sent (:meth:`deferred`).
+    """
 
     name: str
     array: np.ndarray | None = None
@@ -64,6 +72,7 @@ class TensorIn:
     shape: tuple[int, ...] = ()
     datatype: str = ""
     offset: int = 0  # bytes into `region`
+    produce: Callable[[], np.ndarray] | None = None  # in-band data made on the thread that sends it
 
     @classmethod
     def of(cls, name: str, array: np.ndarray) -> TensorIn:
@@ -71,6 +80,30 @@ class TensorIn:
         from tritonclient.utils import np_to_triton_dtype
 
         return cls(name, array=array, shape=tuple(array.shape), datatype=np_to_triton_dtype(array.dtype))
+
+    @classmethod
+    def deferred(cls, name: str, shape: tuple[int, ...], dtype: Any, produce: Callable[[], np.ndarray]) -> TensorIn:
+        """In-band input whose array `produce` makes when the request is sent (once; on the sending thread).
+
+        The sync client sends the requests of one plan step from its thread pool, so the work in
+        `produce` (e.g. resizing a chunk of crops) runs in parallel for the step's requests; the
+        asyncio client runs it with ``asyncio.to_thread``, off the event loop.
+        `produce` must not raise for checked inputs: check them before building the request.
+        """
+        from tritonclient.utils import np_to_triton_dtype
+
+        return cls(name, shape=tuple(shape), datatype=np_to_triton_dtype(np.dtype(dtype)), produce=produce)
+
+    def data(self) -> np.ndarray:
+        """The in-band array (made by `produce` on first use and kept for retries)."""
+        if self.array is None and self.produce is not None:
+            array = self.produce()
+            if tuple(array.shape) != self.shape:
+                raise ValueError(f"{self.name}: produced shape {array.shape}, declared {self.shape}")
+            self.array = array
+        if self.array is None:
+            raise ValueError(f"{self.name}: no in-band data")
+        return self.array
 
 
 @dataclass
@@ -275,21 +308,45 @@ class ClientCore:
         return reid_results(np.concatenate([o[ct.EMBEDDINGS] for o in outs]))
 
     def plan_crops(self, crops: Sequence[ImageInput], *, bgr: bool) -> Plan:
-        """Plan of ``extract_embeddings_from_crops``: resize locally, then call OSNet directly."""
-        from enrichment_light.core.processing.reid import resize_crops
+        """Plan of ``extract_embeddings_from_crops``: resize locally, then call OSNet directly.
+
+        Every crop is checked first. In-band, each request of :data:`EMBED_REQUEST_CROPS` crops
+        resizes its own chunk when it is sent (:meth:`TensorIn.deferred`), so the sync client resizes
+        and sends the chunks on parallel threads; through shared memory all crops are resized first.
+        """
+        from enrichment_light.core.processing.reid import check_crops, resize_crops
 
         if len(crops) == 0:
             return []
-        batch = resize_crops([as_rgb_array(c, bgr=bgr) for c in crops])
-        return (yield from self._plan_crops_array(batch))
+        arrays = []
+        for i, crop in enumerate(crops):
+            try:
+                arrays.append(as_rgb_array(crop, bgr=bgr))
+            except InvalidInputError as err:
+                raise type(err)(f"crop {i}: {err}") from err
+        rgb = check_crops(arrays)
+        if self.shm is not None:
+            return (yield from self._plan_crops_array(resize_crops(rgb)))
+        step = min(EMBED_REQUEST_CROPS, ct.MAX_PERSONS_PER_FRAME)
+        shape = (ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
+        reqs = [
+            Request(
+                ct.REID_MODEL,
+                [TensorIn.deferred(ct.CROPS, (len(chunk), *shape), np.uint8, functools.partial(resize_crops, chunk))],
+                (ct.EMBEDDINGS,),
+            )
+            for chunk in (rgb[i : i + step] for i in range(0, len(rgb), step))
+        ]
+        outs = yield reqs
+        return reid_results(np.concatenate([o[ct.EMBEDDINGS] for o in outs]))
 
     def _plan_crops_array(self, batch: np.ndarray) -> Plan:
         embeddings = yield from self._plan_embed(batch)
         return reid_results(embeddings)
 
     def _plan_embed(self, batch: np.ndarray) -> Plan:
-        """``osnet_x0_25`` on ``[K, 256, 128, 3]`` crops in chunks (through shared memory for ``shm``)."""
-        step = ct.MAX_PERSONS_PER_FRAME
+        """``osnet_x0_25`` on ``[K, 256, 128, 3]`` crops in concurrent chunks (through shared memory for ``shm``)."""
+        step = min(EMBED_REQUEST_CROPS, ct.MAX_PERSONS_PER_FRAME)
         chunks = [np.ascontiguousarray(batch[i : i + step]) for i in range(0, len(batch), step)]
         regions: list[ShmRegion] = []
         try:
@@ -398,9 +455,9 @@ def make_infer_inputs(module: Any, inputs: Sequence[TensorIn], *, http: bool) ->
         if t.region is not None:
             item.set_shared_memory(t.region.name, int(np.prod(t.shape)) * _itemsize(t.datatype), offset=t.offset)
         elif http:
-            item.set_data_from_numpy(t.array, binary_data=True)
+            item.set_data_from_numpy(t.data(), binary_data=True)
         else:
-            item.set_data_from_numpy(t.array)
+            item.set_data_from_numpy(t.data())
         built.append(item)
     return built
 

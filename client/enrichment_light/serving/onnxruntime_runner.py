@@ -1,8 +1,9 @@
 """onnxruntime behind a Python-backend model (the ``cpu`` target): same ONNX, same tensor names.
 
 The PyPI Triton has only the Python backend, so the ``cpu`` repository serves each inference
-model through :class:`OnnxRuntimeRunner`. Requests of one ``execute`` call are concatenated into
-one ``session.run`` (that is what dynamic batching buys) and the output is split back.
+model through :class:`OnnxRuntimeRunner`. Requests of one ``execute`` call run as one
+concatenated ``session.run`` per shape, or (``concurrent_runs > 1``) as concurrent runs, one per
+request, with a lone large batch split by rows so that every run has work; outputs come back in order.
 """
 
 from __future__ import annotations
@@ -37,16 +38,23 @@ class OnnxRuntimeRunner:
             concatenated batch. On 2 cores, concurrent runs of one session fill the gaps of
             onnxruntime's intra-op parallelism, as bare onnxruntime called from several threads does;
             one batched run does not (docs/cpu-performance.md). 1: one batch per shape.
+        split_batches: With ``concurrent_runs > 1``, when one ``execute`` holds fewer requests
+            than runs, split the rows of the largest batches so that every run has work (a lone
+            32-crop request -> two concurrent 16-row runs); outputs are reassembled in order.
+            With single-threaded sessions this is what lets a lone request use both cores.
     """
 
     def __init__(self, model_name: str, onnx_path: str | os.PathLike[str], *, intra_op_threads: int = 0,
                  inter_op_threads: int = 1, allow_spinning: bool = True,
-                 enable_cpu_mem_arena: bool = True, concurrent_runs: int = 1) -> None:  # fmt: skip
+                 enable_cpu_mem_arena: bool = True, concurrent_runs: int = 1,
+                 split_batches: bool = True) -> None:  # fmt: skip
         import onnxruntime as ort
 
         if int(concurrent_runs) < 1:
             raise ValueError(f"concurrent_runs must be >= 1, got {concurrent_runs!r}")
         self._pool = ThreadPoolExecutor(int(concurrent_runs), "ort-run") if int(concurrent_runs) > 1 else None
+        self.concurrent_runs = int(concurrent_runs)
+        self.split_batches = bool(split_batches)
         self.spec = ct.model_spec(model_name)
         if self.spec.kind != "inference":
             raise ValueError(f"{model_name!r} is not an inference model")
@@ -78,7 +86,11 @@ class OnnxRuntimeRunner:
 
     @classmethod
     def from_parameters(cls, model_name: str, model_dir: str | os.PathLike[str], params: Mapping[str, str]):
-        """Build from config parameters ``onnx_file``, ``intra_op_threads`` and ``inter_op_threads``."""
+        """Build from the config parameters of the cpu target.
+
+        Parameters: ``onnx_file``, ``intra_op_threads``, ``inter_op_threads``, ``allow_spinning``,
+        ``enable_cpu_mem_arena``, ``concurrent_runs`` and ``split_batches``.
+        """
         filename = params.get("onnx_file", "model.onnx")
         if os.path.basename(filename) != filename or filename in ("", ".", ".."):
             raise ValueError(
@@ -92,6 +104,7 @@ class OnnxRuntimeRunner:
             allow_spinning=get_bool(params, "allow_spinning", True),
             enable_cpu_mem_arena=get_bool(params, "enable_cpu_mem_arena", True),
             concurrent_runs=get_int(params, "concurrent_runs", 1, low=1),
+            split_batches=get_bool(params, "split_batches", True),
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -99,11 +112,20 @@ class OnnxRuntimeRunner:
         return self.session.run([self.output.name], {self.input.name: batch})[0]
 
     def run_many(self, batches: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Run several batches (one per request): concurrently (``concurrent_runs``), else one run per shape."""
+        """Run several batches (one per request): concurrently (``concurrent_runs``), else one run per shape.
+
+        With concurrent runs and fewer batches than runs, large batches are split by rows first
+        (:meth:`split_rows`); each batch's output is the concatenation of its pieces' outputs.
+        """
+        if self._pool is not None:
+            pieces = self.split_rows(batches) if self.split_batches else [[b] for b in batches]
+            flat = [piece for parts in pieces for piece in parts]
+            if len(flat) == 1:
+                return [self.run(flat[0])]
+            done = iter(list(self._pool.map(self.run, flat)))
+            return [next(done) if len(parts) == 1 else np.concatenate([next(done) for _ in parts]) for parts in pieces]
         if len(batches) == 1:
             return [self.run(batches[0])]
-        if self._pool is not None:
-            return list(self._pool.map(self.run, batches))
         groups: dict[tuple[int, ...], list[int]] = {}
         for k, batch in enumerate(batches):
             groups.setdefault(batch.shape[1:], []).append(k)
@@ -115,6 +137,25 @@ class OnnxRuntimeRunner:
                 outs[k] = out[start : start + batches[k].shape[0]]
                 start += batches[k].shape[0]
         return outs
+
+    def split_rows(self, batches: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """Row pieces of each batch so that ``concurrent_runs`` runs have work (views, no copies).
+
+        While there are fewer pieces than runs, the largest piece (of at least 2 rows) is halved;
+        a batch with as many requests as runs, or of single rows, is left as it is.
+
+        Returns:
+            One list of consecutive row pieces per batch; concatenating a list gives the batch back.
+        """
+        pieces = [[b] for b in batches]
+        while sum(len(parts) for parts in pieces) < self.concurrent_runs:
+            k = max(range(len(pieces)), key=lambda i: pieces[i][0].shape[0] if len(pieces[i]) == 1 else 0)
+            if len(pieces[k]) > 1 or pieces[k][0].shape[0] < 2:
+                break  # every batch is split once or is a single row
+            rows = pieces[k][0].shape[0]
+            parts = min(self.concurrent_runs - sum(len(p) for p in pieces) + 1, rows)
+            pieces[k] = np.array_split(pieces[k][0], parts)
+        return pieces
 
     def run_requests(self, inputs: Sequence[np.ndarray | None]) -> list[dict[str, np.ndarray] | InvalidInputError]:
         """Check each request's input, run all valid ones as one batch, split the output."""
