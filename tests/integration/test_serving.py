@@ -275,13 +275,18 @@ def test_dynamic_batcher_batches_same_shape_frames_when_one_camera_sends_togethe
     i.e. Triton batched the same-shape frames."""
     clients, runs = stack
     _, client = clients["http"]
-    inf0, exe0 = _stats(client, runs[ct.POSE_ENSEMBLE])
-    futures = [_submit(clients, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"])}) for _ in range(8)]
-    counts = [int(f.get_result(timeout=120).as_numpy(ct.NUM_DETECTIONS)[0, 0]) for f in futures]
-    inf1, exe1 = _stats(client, runs[ct.POSE_ENSEMBLE])
-    assert len(set(counts)) == 1  # same frame, same answer, batched or not
-    assert inf1 - inf0 >= 8  # (a straggler of an earlier test may land in the window: seen once, 9)
-    assert exe1 - exe0 < inf1 - inf0, (inf1 - inf0, exe1 - exe0)
+    tries = []
+    for _ in range(3):  # with 2 instances, 8 frames that trickle in on a busy machine may all find one idle
+        inf0, exe0 = _stats(client, runs[ct.POSE_ENSEMBLE])
+        futures = [_submit(clients, ct.POSE_ENSEMBLE, {ct.IMAGE_BYTES: _image(PHOTOS["bus.jpg"])}) for _ in range(8)]
+        counts = [int(f.get_result(timeout=120).as_numpy(ct.NUM_DETECTIONS)[0, 0]) for f in futures]
+        inf1, exe1 = _stats(client, runs[ct.POSE_ENSEMBLE])
+        assert len(set(counts)) == 1  # same frame, same answer, batched or not
+        assert inf1 - inf0 >= 8  # (a straggler of an earlier test may land in the window: seen once, 9)
+        tries.append((inf1 - inf0, exe1 - exe0))
+        if exe1 - exe0 < inf1 - inf0:
+            break
+    assert tries[-1][1] < tries[-1][0], f"never batched: (inferences, executions) per try {tries}"
 
 
 def test_ensembles_serve_each_frame_at_its_own_rectangle_when_two_shapes_arrive_together(clients, reference):
