@@ -236,7 +236,12 @@ REPOSITORY_BUILDERS = "enrichment_light.repository_builders"
 
 
 def build_cpu_repository(
-    out_dir: Path, *, untrained: bool, weights: dict[str, str] | None = None, rebuild: bool = False
+    out_dir: Path,
+    *,
+    untrained: bool,
+    weights: dict[str, str] | None = None,
+    rebuild: bool = False,
+    managed: bool = False,
 ) -> Path:
     """Export the three models to ONNX and build the ``cpu`` target repository.
 
@@ -247,7 +252,8 @@ def build_cpu_repository(
         out_dir: Repository folder (its ``artifacts`` sibling holds the ONNX files).
         untrained: Random-init weights (offline smoke runs; results are meaningless).
         weights: Weights per contract model name (file path or official name).
-        rebuild: Rebuild even when ``repository.json`` exists.
+        rebuild: Rebuild even when the repository is current.
+        managed: `out_dir` is ``serve``'s own folder: rebuilt when an older version built it.
 
     Returns:
         The repository folder.
@@ -267,7 +273,7 @@ def build_cpu_repository(
         raise EnrichmentError(
             f"the repository builder cannot be imported ({err}): pip install 'enrichment-light[export,serve]'"
         ) from err
-    return builder(out_dir, untrained=untrained, weights=weights, rebuild=rebuild)
+    return builder(out_dir, untrained=untrained, weights=weights, rebuild=rebuild, managed=managed)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -279,7 +285,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     repo = args.repository or default_repository_dir(args.untrained)
     weights = {ct.POSE_MODEL: args.pose_weights, ct.THREAT_MODEL: args.threat_weights, ct.REID_MODEL: args.reid_weights}
     build_cpu_repository(
-        repo, untrained=args.untrained, weights={k: v for k, v in weights.items() if v}, rebuild=args.rebuild
+        repo,
+        untrained=args.untrained,
+        weights={k: v for k, v in weights.items() if v},
+        rebuild=args.rebuild,
+        managed=args.repository is None,
     )
     # explicit mode with every model loaded at start: same models as "none", and it lets the stub
     # watchdog reload a model whose Python-backend stub died (Triton 2.51 does not restart it)
