@@ -17,6 +17,7 @@ from enrichment_export.onnx_export import export_onnx, untrained_model
 from enrichment_export.repository import MANIFEST_NAME, build_repository
 from enrichment_export.weights import DEFAULT_WEIGHTS, resolve_weights
 from enrichment_light.core import contract as ct
+from enrichment_light.core import package_data
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ def build_key(*, untrained: bool, weights: dict[str, str]) -> str:
     copies (``model.py`` files): a new version of either gives a new key, so a repository that an older
     version built is rebuilt instead of served with stale configs.
     """
-    files = {k: [Path(v).stat().st_size, Path(v).stat().st_mtime_ns] for k, v in weights.items() if Path(v).is_file()}
+    stats = {k: Path(v).stat() for k, v in weights.items() if Path(v).is_file()}
+    files = {k: [st.st_size, st.st_mtime_ns] for k, st in stats.items()}
     record = {"untrained": untrained, "weights": weights, "weight_files": files}
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
-    sources = [resources.files("enrichment_export"), resources.files("enrichment_light").joinpath("_resources")]
-    stack = list(sources)
+    stack = [resources.files("enrichment_export"), package_data.root()]
     while stack:
         for item in sorted(stack.pop().iterdir(), key=lambda i: i.name):
             if item.is_dir() and item.name != "__pycache__":

@@ -39,6 +39,7 @@ WATCHDOG_INTERVAL_S = 0.5
 _SHM_PREFIX = "triton_python_backend_shm_region_"
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
 _POLL_S = 0.05
+_PORT_LABELS = {"http": "HTTP port", "grpc": "gRPC port", "metrics": "metrics port"}
 logger = logging.getLogger("enrichment_light.server")
 
 
@@ -241,10 +242,13 @@ class EmbeddedServer:
             self._launch()
         return self
 
+    def _endpoints(self) -> list[str]:
+        return ["http", "grpc"] + (["metrics"] if self.allow_metrics else [])
+
     def _launch(self) -> None:
         taken: set[int] = set()
-        for kind in ["http", "grpc"] + (["metrics"] if self.allow_metrics else []):
-            label, port = f"{ {'http': 'HTTP', 'grpc': 'gRPC'}.get(kind, kind) } port", self._requested_ports[kind]
+        for kind in self._endpoints():
+            label, port = _PORT_LABELS[kind], self._requested_ports[kind]
             if port == 0:
                 while (port := find_free_port(self.host)) in taken:
                     pass
@@ -296,7 +300,7 @@ class EmbeddedServer:
         if self._process is None:
             raise ServerStartError("the server was never started")
         deadline, last, h = time.monotonic() + timeout_s, "no answer yet", self._admin_headers()
-        wanted = {self._ports[k] for k in ("http", "grpc", "metrics") if k != "metrics" or self.allow_metrics}
+        wanted = {self._ports[k] for k in self._endpoints()}
         while True:
             if (code := self._process.poll()) is not None:
                 raise ServerStartError(self._failure(f"tritonserver exited with status {code} before it was ready"))
