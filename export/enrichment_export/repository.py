@@ -106,9 +106,10 @@ class ModelTuning:
 # Camera workload on 2 CPU cores: a few cameras at 1-5 fps each. Requests rarely coincide, so a
 # long queue delay would only add latency; 1 ms lets requests that do coincide (several cameras
 # firing together, or enrich/pose/threat at once) share one onnxruntime run without a visible
-# cost. The unfused detectors keep one instance with 2 intra-op threads (docs/serving.md, "Batching
-# and instances"); the fused pose / threat models and OSNet run two single-threaded instances, which
-# measured faster on the served stack (docs/cpu-performance.md).
+# cost. Every onnxruntime session on the cpu target is single-threaded; the fused pose / threat
+# models and OSNet run two instances, the unfused detectors (enrich's) one instance with 2
+# concurrent runs: side-by-side single-threaded runs measured faster on the served stack than
+# 2-thread runs (docs/cpu-performance.md).
 CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
     ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
@@ -125,7 +126,7 @@ CPU_TUNING: dict[str, ModelTuning] = {
     ct.REID_CROPS: ModelTuning(),
     ct.ENRICH: ModelTuning(instances=2, max_queue_delay_us=0),
     # The fused pose / threat models (fuse_cpu_pipelines): two instances each, one single-threaded
-    # onnxruntime session per instance (BuildOptions.fused_intra_op_threads / fused_concurrent_runs).
+    # onnxruntime session per instance (BuildOptions.detector_intra_op_threads / fused_concurrent_runs).
     # Measured on 2 shared cores, one interleaved run: 7.52 / 9.49 / 10.10 images/s at concurrency
     # 1 / 4 / 8 against 3.76 / 5.90 / 5.64 for one instance with 2 threads and 2 concurrent runs
     # (docs/cpu-performance.md).
@@ -215,7 +216,9 @@ class BuildOptions:
         iou: Default NMS IoU threshold.
         pose_rules: Overrides of :class:`~enrichment_light.core.processing.pose_rules.PoseRules` fields.
         max_pixels: Largest decoded image (``height * width``).
-        ort_intra_op_threads: onnxruntime intra-op threads (0: onnxruntime's default, all cores).
+        ort_intra_op_threads: onnxruntime intra-op threads of the native onnxruntime backend (onnx
+            target; 0: onnxruntime's default, all cores). The cpu target's Python-backend sessions
+            take theirs from `detector_intra_op_threads` and `osnet_intra_op_threads`.
         ort_inter_op_threads: onnxruntime inter-op threads.
         osnet_tensorrt_accelerator: tensorrt target: run OSNet with onnxruntime's TensorRT
             execution accelerator (FP16), engine cache under `ort_trt_cache_dir`.
@@ -225,16 +228,19 @@ class BuildOptions:
         fuse_cpu_pipelines: cpu target: serve ``pose`` and ``threat`` as one Python model each
             (preprocess + onnxruntime + postprocess, :data:`FUSED_CPU`) instead of a three-step
             ensemble; same names and tensors, two stub hops fewer.
-        ort_concurrent_runs: cpu target: the requests of one ``execute`` run as up to this many
-            concurrent onnxruntime calls instead of one batch (``concurrent_runs`` parameter).
-            Default 2: measured on 2 cores, 4.59 vs 2.96 images/s at concurrency 4 and 7.10 vs
-            5.02 at 8 against one batched run, same run (docs/cpu-performance.md).
+        ort_concurrent_runs: cpu target: the requests of one ``execute`` of the unfused detectors
+            (``yolov8n_pose`` / ``yolov8n_threat``: what ``enrich``, the ensembles and the shm tensor
+            ensembles call) run as up to this many concurrent onnxruntime calls instead of one batch
+            (``concurrent_runs`` parameter). Default 2: with single-threaded sessions that is 2
+            cores for one instance (docs/cpu-performance.md, "enrich").
         ort_trt_cache_dir: Writable folder of the server for the accelerator's engine and timing
             caches (one subfolder per model; the tensorrt target adds the TensorRT version).
         osnet_trt_opt_batch: The accelerator profile's optimal batch size (min 1, max 32).
-        fused_intra_op_threads: cpu target: onnxruntime intra-op threads of each instance of the
-            fused ``pose`` / ``threat`` models (default 1: two single-threaded instances use 2 cores
-            better than one with 2 threads, and survive a busy machine; docs/cpu-performance.md).
+        detector_intra_op_threads: cpu target: onnxruntime intra-op threads of every detector
+            session, the fused ``pose`` / ``threat`` models' and the unfused ``yolov8n_*`` models'
+            (default 1: single-threaded runs side by side use 2 cores better than one run with 2
+            threads, and survive a busy machine; ``enrich`` runs pose and threat at once;
+            docs/cpu-performance.md).
         fused_concurrent_runs: cpu target: ``concurrent_runs`` of each fused instance (default 1:
             the second instance provides the concurrency).
         cpu_tuning: cpu target: overrides of :data:`CPU_TUNING`, model name -> :class:`ModelTuning`
@@ -263,7 +269,7 @@ class BuildOptions:
     ort_concurrent_runs: int = 2
     ort_trt_cache_dir: str = ORT_TRT_CACHE_DIR
     osnet_trt_opt_batch: int = 8
-    fused_intra_op_threads: int = 1
+    detector_intra_op_threads: int = 1
     fused_concurrent_runs: int = 1
     cpu_tuning: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     osnet_intra_op_threads: int = 1
@@ -283,10 +289,10 @@ class BuildOptions:
             if not names or any(not n.strip() for n in names):
                 raise ValueError(f"BuildOptions.class_names must be non-empty names, got {self.class_names!r}")
             object.__setattr__(self, "class_names", names)
-        if self.fused_intra_op_threads < 0 or self.fused_concurrent_runs < 1:
+        if self.detector_intra_op_threads < 0 or self.fused_concurrent_runs < 1:
             raise ValueError(
-                "BuildOptions: fused_intra_op_threads must be >= 0 and fused_concurrent_runs >= 1, got "
-                f"{self.fused_intra_op_threads!r} and {self.fused_concurrent_runs!r}"
+                "BuildOptions: detector_intra_op_threads must be >= 0 and fused_concurrent_runs >= 1, got "
+                f"{self.detector_intra_op_threads!r} and {self.fused_concurrent_runs!r}"
             )
         if self.ort_concurrent_runs < 1 or self.osnet_concurrent_runs < 1:
             raise ValueError(
@@ -352,7 +358,7 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
         detector, post = FUSED_CPU[name]
         params = {"max_pixels": str(options.max_pixels), "letterbox": letterbox}
         ort = model_parameters(detector, target, options, class_names)
-        ort["intra_op_threads"] = str(options.fused_intra_op_threads)
+        ort["intra_op_threads"] = str(options.detector_intra_op_threads)
         ort["concurrent_runs"] = str(options.fused_concurrent_runs)
         params.update({f"ort_{k}": v for k, v in ort.items()})
         params.update({f"post_{k}": v for k, v in model_parameters(post, target, options, class_names).items()})
@@ -383,7 +389,7 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
     if name in ct.INFERENCE_MODELS and target == "cpu":
         return {
             "onnx_file": ONNX_FILENAME,
-            "intra_op_threads": str(options.ort_intra_op_threads),
+            "intra_op_threads": str(options.detector_intra_op_threads),
             "inter_op_threads": str(options.ort_inter_op_threads),
             "concurrent_runs": str(options.ort_concurrent_runs),
             "split_batches": "0",
@@ -1149,7 +1155,12 @@ def add_build_repository_parser(subparsers: Any) -> None:
     p.add_argument("--threat-conf", type=float, default=0.5)
     p.add_argument("--iou", type=float, default=0.7)
     p.add_argument("--max-pixels", type=int, default=ct.DEFAULT_MAX_PIXELS)
-    p.add_argument("--intra-op-threads", type=int, default=2)
+    p.add_argument(
+        "--intra-op-threads",
+        type=int,
+        help="onnxruntime intra-op threads per session: the onnx target's native backend (default 2) and, "
+        "on the cpu target, every detector and OSNet session (default 1: single-threaded runs side by side)",
+    )
     p.add_argument("--inter-op-threads", type=int, default=1)
     p.add_argument("--osnet-tensorrt-accelerator", action="store_true")
     p.add_argument(
@@ -1182,6 +1193,17 @@ def add_build_repository_parser(subparsers: Any) -> None:
     p.set_defaults(func=run_build_repository)
 
 
+def _thread_options(intra_op_threads: int | None) -> dict[str, int]:
+    """``--intra-op-threads``: one count for every onnxruntime session of the repository, or the defaults."""
+    if intra_op_threads is None:
+        return {}
+    return {
+        "ort_intra_op_threads": intra_op_threads,
+        "detector_intra_op_threads": intra_op_threads,
+        "osnet_intra_op_threads": intra_op_threads,
+    }
+
+
 def run_build_repository(args: Any) -> int:
     """Run the ``build-repository`` subcommand from parsed arguments."""
     from enrichment_light.core.paths import validate_model_path
@@ -1198,8 +1220,8 @@ def run_build_repository(args: Any) -> int:
         threat_conf=args.threat_conf,
         iou=args.iou,
         max_pixels=args.max_pixels,
-        ort_intra_op_threads=args.intra_op_threads,
         ort_inter_op_threads=args.inter_op_threads,
+        **_thread_options(args.intra_op_threads),
         osnet_tensorrt_accelerator=args.osnet_tensorrt_accelerator,
         gpu_profile=args.gpu_profile,
         letterbox=args.letterbox,

@@ -11,7 +11,7 @@ from _client_fixtures import *  # noqa: F403
 
 from enrichment_light.client import EnrichmentClient
 from enrichment_light.client.aio import AsyncEnrichmentClient
-from enrichment_light.client.results import EnrichmentResult, ThreatResult
+from enrichment_light.client.results import EnrichmentResult, FrameAnalysis, ThreatResult
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import (
     InferenceTimeoutError,
@@ -160,6 +160,24 @@ def test_enrich_agrees_with_the_separate_calls(client, reference, sample_paths):
     assert len(result.threats.threats) == len(ref_threats.threats)
 
 
+def _threats_equal(a, b):
+    assert [(t.threat_type, t.class_name) for t in a.threats] == [(t.threat_type, t.class_name) for t in b.threats]
+    np.testing.assert_allclose([t.bbox for t in a.threats], [t.bbox for t in b.threats], atol=1e-3)
+
+
+def test_analyze_frame_equals_the_separate_calls_when_both_run_at_once(client, reference, sample_paths):
+    for path in sample_paths:
+        frame = client.analyze_frame(path, conf=LOW_CONF)
+        assert isinstance(frame, FrameAnalysis)
+        assert frame.poses  # LOW_CONF: random-init pose finds people
+        _poses_equal(frame.poses, reference.estimate_poses(path, conf=LOW_CONF))
+        _threats_equal(frame.threats, reference.detect_threats(path, conf=LOW_CONF))
+    batch = client.analyze_frame_batch(sample_paths, conf=LOW_CONF)
+    assert [len(f.poses) for f in batch] == [len(client.estimate_poses(p, conf=LOW_CONF)) for p in sample_paths]
+    with pytest.raises(InvalidInputError, match="conf_threshold"):
+        client.analyze_frame(sample_paths[0], conf=1.5)
+
+
 def test_batch_methods_return_one_result_per_image_in_order(client, sample_paths):
     images = [sample_paths[0], sample_paths[1], sample_paths[0]]
     threats = client.detect_threats_batch(images, conf=LOW_CONF)
@@ -235,15 +253,17 @@ def test_async_client_matches_sync_client(enrichment_server, reference, sample_p
             emb = await c.extract_embeddings(sample_paths[0], [[0, 0, 50, 100]])
             crops = await c.extract_embeddings_from_crops([np.zeros((50, 20, 3), np.uint8)])
             enriched = await c.enrich(sample_paths[1], conf=LOW_CONF)
+            frame = await c.analyze_frame(sample_paths[1], conf=LOW_CONF)
+            frames = await c.analyze_frame_batch(sample_paths, conf=LOW_CONF)
             batch = await c.enrich_batch(sample_paths, conf=LOW_CONF)
             tb = await c.detect_threats_batch(sample_paths)
             pb = await c.estimate_poses_batch(sample_paths)
             eb = await c.extract_embeddings_batch([(sample_paths[0], [[0, 0, 50, 100]])])
             cb = await c.extract_embeddings_from_crops_batch([[np.zeros((50, 20, 3), np.uint8)]])
             info = await c.backend_info()
-            return poses, threats, emb, crops, enriched, batch, tb, pb, eb, cb, info
+            return poses, threats, emb, crops, enriched, batch, tb, pb, eb, cb, info, frame, frames
 
-    poses, threats, emb, crops, enriched, batch, tb, pb, eb, cb, info = asyncio.run(run())
+    poses, threats, emb, crops, enriched, batch, tb, pb, eb, cb, info, frame, frames = asyncio.run(run())
     _poses_equal(poses, reference.estimate_poses(sample_paths[0], conf=LOW_CONF))
     assert len(threats.threats) == len(reference.detect_threats(sample_paths[1], conf=LOW_CONF).threats)
     assert emb[0].embedding_hash == reference.extract_embeddings(sample_paths[0], [[0, 0, 50, 100]])[0].embedding_hash
@@ -252,6 +272,9 @@ def test_async_client_matches_sync_client(enrichment_server, reference, sample_p
     assert len(batch) == len(tb) == len(pb) == 2
     assert len(eb) == len(cb) == 1
     assert info[ct.POSE_MODEL].backend == "onnxruntime"
+    _poses_equal(frame.poses, reference.estimate_poses(sample_paths[1], conf=LOW_CONF))
+    _threats_equal(frame.threats, reference.detect_threats(sample_paths[1], conf=LOW_CONF))
+    assert [len(f.poses) for f in frames] == [len(reference.estimate_poses(p, conf=LOW_CONF)) for p in sample_paths]
 
 
 # --------------------------------------------------------------------------------------------- errors

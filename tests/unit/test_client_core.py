@@ -18,8 +18,8 @@ from enrichment_light.client.decoding import (
 from enrichment_light.client.inputs import encode_array
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import backend_from_config
-from enrichment_light.client.plans import CLIENT_MODELS, ClientCore, threshold_tensors
-from enrichment_light.client.results import PoseClass, ReIDResult, Severity
+from enrichment_light.client.plans import CLIENT_MODELS, ClientCore, Request, side_by_side, threshold_tensors
+from enrichment_light.client.results import FrameAnalysis, PoseClass, ReIDResult, Severity
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
 from enrichment_light.core.processing.detection import pad_pose, pose_detections
@@ -195,6 +195,64 @@ def test_plan_threats_sends_one_image_bytes_request_to_the_threat_ensemble():
     result = stop.value.value
     assert [t.class_name for t in result.threats] == ["", ""]  # ids 43/34 beyond the 2 names given
     assert result.backend == "python"  # a Python-backend model without onnx_file
+
+
+def _scripted_plan(name: str, steps: list[int], log: list[str]):
+    """A plan that asks for `steps[k]` requests at step k and returns every output it received."""
+    got = []
+    try:
+        for k, n in enumerate(steps):
+            got.append((yield [Request(f"{name}{k}.{j}") for j in range(n)]))
+        return name, got
+    finally:
+        log.append(f"closed {name}")
+
+
+def test_side_by_side_sends_every_plans_requests_in_one_step_and_routes_outputs_when_plans_differ_in_length():
+    log: list[str] = []
+    plan = side_by_side(
+        _scripted_plan("a", [1, 2], log), _scripted_plan("b", [0, 1], log), _scripted_plan("c", [], log)
+    )
+    first = next(plan)
+    assert [r.model for r in first] == ["a0.0", "b1.0"]  # b's empty step is passed at once, not a round trip
+    second = plan.send(["A0", "B1"])
+    assert [r.model for r in second] == ["a1.0", "a1.1"]
+    with pytest.raises(StopIteration) as stop:
+        plan.send(["A1x", "A1y"])
+    assert stop.value.value == [("a", [["A0"], ["A1x", "A1y"]]), ("b", [[], ["B1"]]), ("c", [])]
+    assert sorted(log) == ["closed a", "closed b", "closed c"]
+
+
+def test_side_by_side_closes_every_plan_when_closed_midway():
+    log: list[str] = []
+    plan = side_by_side(_scripted_plan("a", [1, 1], log), _scripted_plan("b", [1, 1], log))
+    next(plan)
+    plan.close()  # a driver closes the plan when a request failed
+    assert sorted(log) == ["closed a", "closed b"]
+
+
+def test_plan_frame_sends_pose_and_threat_requests_at_once_with_the_image_encoded_once():
+    core = _core()
+    core.configs[ct.THREAT_MODEL] = {"name": ct.THREAT_MODEL, "backend": "python"}
+    core.configs[ct.THREAT_POSTPROCESS] = {"name": ct.THREAT_POSTPROCESS}
+    rgb = np.random.default_rng(2).integers(0, 255, (24, 40, 3), dtype=np.uint8)
+    plan = core.plan_frame(rgb, conf=0.3, iou=0.6, bgr=False)
+    pose_req, threat_req = next(plan)
+    assert (pose_req.model, threat_req.model) == (ct.POSE_ENSEMBLE, ct.THREAT_ENSEMBLE)
+    assert pose_req.inputs[0].array[0, 0] is threat_req.inputs[0].array[0, 0]  # one encoding
+    assert [t.name for t in threat_req.inputs] == [ct.IMAGE_BYTES, ct.CONF_THRESHOLD, ct.IOU_THRESHOLD]
+    with pytest.raises(StopIteration) as stop:
+        plan.send([{k: v[None] for k, v in _pose_padded(3).items()}, {k: v[None] for k, v in _threat_padded().items()}])
+    result = stop.value.value
+    assert isinstance(result, FrameAnalysis)
+    assert (len(result.poses), len(result.threats.threats)) == (3, 2)
+    assert FrameAnalysis.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+def test_plan_frame_refuses_bad_threshold_before_any_request():
+    plan = _core().plan_frame(b"not read", conf=2.0, iou=None, bgr=False)
+    with pytest.raises(InvalidInputError, match="conf_threshold"):
+        next(plan)
 
 
 def test_plan_embeddings_chunks_boxes_and_skips_the_call_for_no_boxes():

@@ -140,10 +140,10 @@ def test_build_repository_uses_native_backends_when_target_is_onnx(tmp_path, art
 
 
 def test_build_repository_runs_onnx_in_python_backend_when_target_is_cpu(tmp_path, artifacts):
-    result = _build(tmp_path, artifacts, "cpu", options=rb.BuildOptions(ort_intra_op_threads=1))
+    result = _build(tmp_path, artifacts, "cpu", options=rb.BuildOptions(detector_intra_op_threads=3))
     cfg = _parse(result.out_dir / ct.POSE_MODEL / "config.pbtxt")
     assert cfg.backend == "python"
-    assert cfg.parameters["intra_op_threads"].string_value == "1"
+    assert cfg.parameters["intra_op_threads"].string_value == "3"
     assert cfg.parameters["onnx_file"].string_value == "model.onnx"
     for name in ct.INFERENCE_MODELS:
         assert (result.out_dir / name / "1" / "model.py").read_bytes() == (
@@ -189,7 +189,7 @@ def test_build_repository_writes_thresholds_and_rules_when_options_override_them
         ({"class_names": ()}, "class_names"),
         ({"pose_rules": {"no_such_rule": 1.0}}, "no_such_rule"),
         ({"max_pixels": 0}, "max_pixels"),
-        ({"fused_intra_op_threads": -1}, "fused_intra_op_threads"),
+        ({"detector_intra_op_threads": -1}, "detector_intra_op_threads"),
         ({"fused_concurrent_runs": 0}, "fused_concurrent_runs"),
         ({"cpu_tuning": {"no_such_model": {"instances": 2}}}, "no_such_model"),
         ({"cpu_tuning": {"pose": {"no_such_field": 2}}}, "no_such_field"),
@@ -603,12 +603,30 @@ def test_fused_cpu_models_run_two_single_threaded_instances_when_built_with_defa
         assert cfg.instance_group[0].count == 2
         assert cfg.parameters["ort_intra_op_threads"].string_value == "1"
         assert cfg.parameters["ort_concurrent_runs"].string_value == "1"
-    detector = rb.parse_config((result.out_dir / ct.POSE_MODEL / "config.pbtxt").read_text())
-    assert detector.parameters["intra_op_threads"].string_value == "2"  # unfused detectors keep ort_intra_op_threads
-    assert detector.parameters["split_batches"].string_value == "0"
-    opts = rb.BuildOptions(fused_intra_op_threads=2, fused_concurrent_runs=2)
+    for name in (ct.POSE_MODEL, ct.THREAT_MODEL):  # enrich's detectors: 1 instance, 2 single-threaded runs
+        detector = rb.parse_config((result.out_dir / name / "config.pbtxt").read_text())
+        assert detector.instance_group[0].count == 1
+        assert detector.parameters["intra_op_threads"].string_value == "1"
+        assert detector.parameters["concurrent_runs"].string_value == "2"
+        assert detector.parameters["split_batches"].string_value == "0"
+    opts = rb.BuildOptions(detector_intra_op_threads=2, fused_concurrent_runs=2)
     custom = rb.build_repository(tmp_path / "custom", target="cpu", artifacts=artifacts, allowed_roots=[tmp_path],
                                  options=opts)  # fmt: skip
     pose = rb.parse_config((custom.out_dir / ct.POSE_ENSEMBLE / "config.pbtxt").read_text())
     assert pose.parameters["ort_intra_op_threads"].string_value == "2"
     assert pose.parameters["ort_concurrent_runs"].string_value == "2"
+
+
+@pytest.mark.parametrize(("flag", "expected"), [([], ("1", "1")), (["--intra-op-threads", "3"], ("3", "3"))])
+def test_cli_intra_op_threads_sets_every_cpu_session_when_given(tmp_path, artifacts, flag, expected):
+    from enrichment_export.cli import main
+
+    out = tmp_path / "cli"
+    code = main(["build-repository", "--target", "cpu", "--out", str(out), "--artifacts", str(artifacts),
+                 "--allowed-root", str(tmp_path), "--class-names", ",".join(NAMES), *flag])  # fmt: skip
+    assert code == 0
+    detector = rb.parse_config((out / ct.POSE_MODEL / "config.pbtxt").read_text()).parameters
+    osnet = rb.parse_config((out / ct.REID_MODEL / "config.pbtxt").read_text()).parameters
+    fused = rb.parse_config((out / ct.POSE_ENSEMBLE / "config.pbtxt").read_text()).parameters
+    assert (detector["intra_op_threads"].string_value, osnet["intra_op_threads"].string_value) == expected
+    assert fused["ort_intra_op_threads"].string_value == expected[0]

@@ -32,7 +32,7 @@ from enrichment_light.client.inputs import ImageInput
 from enrichment_light.client.manifest import load_manifest, manifest_entry
 from enrichment_light.client.model_config import BackendInfo, backend_from_config, config_body
 from enrichment_light.client.plans import Plan, Request, make_infer_inputs, make_outputs
-from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.results import EnrichmentResult, FrameAnalysis, PoseResult, ReIDResult, ThreatResult
 from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import EnrichmentError, ModelNotReadyError, ServerUnavailableError
@@ -258,6 +258,12 @@ class AsyncEnrichmentClient(ClientBase):
         """See :meth:`EnrichmentClient.extract_embeddings_from_crops`."""
         return await self._drive(self._core.plan_crops(crops, bgr=bgr))
 
+    async def analyze_frame(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> FrameAnalysis:
+        """See :meth:`EnrichmentClient.analyze_frame <enrichment_light.client.EnrichmentClient.analyze_frame>`."""
+        return await self._drive(self._core.plan_frame(image, conf=conf, iou=iou, bgr=bgr))
+
     async def enrich(
         self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
     ) -> EnrichmentResult:
@@ -269,6 +275,12 @@ class AsyncEnrichmentClient(ClientBase):
     ) -> list[ThreatResult]:
         """:meth:`detect_threats` for many images, one concurrent request each."""
         return list(await asyncio.gather(*(self.detect_threats(i, conf=conf, iou=iou, bgr=bgr) for i in images)))
+
+    async def analyze_frame_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[FrameAnalysis]:
+        """:meth:`analyze_frame` for many images, one concurrent call each."""
+        return list(await asyncio.gather(*(self.analyze_frame(i, conf=conf, iou=iou, bgr=bgr) for i in images)))
 
     async def estimate_poses_batch(
         self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False

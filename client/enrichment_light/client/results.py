@@ -331,11 +331,39 @@ class EnrichmentResult:
         )
 
 
+@dataclass(frozen=True)
+class FrameAnalysis:
+    """Poses and threats of one frame, what one ``analyze_frame`` call returns."""
+
+    poses: list[PoseResult]
+    threats: ThreatResult
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "poses", list(self.poses))
+
+    @property
+    def has_suspicious_pose(self) -> bool:
+        """Whether any person's posture is flagged."""
+        return any(p.is_suspicious for p in self.poses)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict."""
+        return {"poses": [p.to_dict() for p in self.poses], "threats": self.threats.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FrameAnalysis:
+        """Inverse of :meth:`to_dict`."""
+        return cls(
+            poses=[PoseResult.from_dict(p) for p in data["poses"]], threats=ThreatResult.from_dict(data["threats"])
+        )
+
+
 __all__ = [
     "POSE_CLASS_ORDER",
     "SEVERITY_ORDER",
     "SUSPICIOUS_POSES",
     "EnrichmentResult",
+    "FrameAnalysis",
     "Keypoint",
     "PersonResult",
     "PoseClass",

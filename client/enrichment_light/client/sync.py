@@ -35,7 +35,7 @@ from enrichment_light.client.plans import (
     make_infer_inputs,
     make_outputs,
 )
-from enrichment_light.client.results import EnrichmentResult, PoseResult, ReIDResult, ThreatResult
+from enrichment_light.client.results import EnrichmentResult, FrameAnalysis, PoseResult, ReIDResult, ThreatResult
 from enrichment_light.client.transport import Endpoint, failover_steps
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import (
@@ -365,6 +365,22 @@ class EnrichmentClient(ClientBase):
         """
         return self._drive(self._core.plan_poses(image, conf=conf, iou=iou, bgr=bgr))
 
+    def analyze_frame(
+        self, image: ImageInput, *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> FrameAnalysis:
+        """Poses and threats of one frame, both requests in flight at once.
+
+        The same results as :meth:`estimate_poses` then :meth:`detect_threats`, in about the time
+        of the slower one: the server runs the two models side by side. :meth:`enrich` adds a
+        re-id embedding per person, in one server call.
+
+        Args and Raises are as for :meth:`detect_threats`.
+
+        Returns:
+            The frame's poses (as :meth:`estimate_poses`) and threats (as :meth:`detect_threats`).
+        """
+        return self._drive(self._core.plan_frame(image, conf=conf, iou=iou, bgr=bgr))
+
     def extract_embeddings(
         self, image: ImageInput, boxes: Sequence[Sequence[float]] | np.ndarray, *, bgr: bool = False
     ) -> list[ReIDResult]:
@@ -421,6 +437,12 @@ class EnrichmentClient(ClientBase):
     ) -> list[list[PoseResult]]:
         """:meth:`estimate_poses` for many images, concurrently."""
         return self._map(lambda im: self.estimate_poses(im, conf=conf, iou=iou, bgr=bgr), images)
+
+    def analyze_frame_batch(
+        self, images: Iterable[ImageInput], *, conf: float | None = None, iou: float | None = None, bgr: bool = False
+    ) -> list[FrameAnalysis]:
+        """:meth:`analyze_frame` for many images, concurrently."""
+        return self._map(lambda im: self.analyze_frame(im, conf=conf, iou=iou, bgr=bgr), images)
 
     def extract_embeddings_batch(
         self, items: Iterable[tuple[ImageInput, Sequence[Sequence[float]] | np.ndarray]], *, bgr: bool = False
