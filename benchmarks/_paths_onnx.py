@@ -9,6 +9,7 @@ uint8 NHWC tensor -> ``postprocess_pose`` / ``postprocess_detections`` + ``selec
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,8 +27,11 @@ class OnnxRuntimePath:
 
     def __init__(self, repository: Path, class_names: list[str], *, conf: float = 0.5, iou: float = 0.7,
                  intra_op_threads: int = 2, rect: bool = False, onnx: dict[str, Path] | None = None,
-                 tag: str = "") -> None:  # fmt: skip
+                 tag: str = "", per_frame: bool = False) -> None:  # fmt: skip
         self.rect = rect
+        # per_frame: pose and threat of one frame run side by side (decoded once), as analyze_frame asks
+        self.per_frame = per_frame
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="ort-frame") if per_frame else None
         self.name = "b_onnxruntime" + ("_rect" if rect else "") + (f"_{tag}" if tag else "")
         self.label = "(b) bare onnxruntime" + (", rect" if rect else ", 640x640") + (f", {tag}" if tag else "")
         onnx = onnx or {}
@@ -64,8 +68,20 @@ class OnnxRuntimePath:
         dets = postprocess_detections(raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
         return len(select_threats(dets, self.mapping))
 
+    def frame(self, data: bytes) -> int:
+        """Pose and threat of one frame at once: the pose run on a pool thread, threat on this one."""
+        boxed, info = letterbox(decode_image(data), auto=self.rect)
+        batch, info = boxed[None], info.to_array()[None]
+        pose_raw = self._pool.submit(self._run, ct.POSE_MODEL, batch)
+        threat_raw = self._run(ct.THREAT_MODEL, batch)
+        poses = postprocess_pose(pose_raw.result(), info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
+        dets = postprocess_detections(threat_raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
+        return len(poses) + len(select_threats(dets, self.mapping))
+
     def reid(self, crops: list[np.ndarray]) -> int:
         return int(self._run(ct.REID_MODEL, resize_crops(crops)).shape[0])
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self.sessions.clear()

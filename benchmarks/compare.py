@@ -15,7 +15,11 @@ models built from the Ultralytics YAMLs / our OSNet (default), or your weights v
 Workloads (one *item* each):
 
 - ``pose+threat``: one photo through pose estimation, then threat detection (two calls, as a
-  consumer of the seed's two classes does); throughput in images/s;
+  consumer of the seed's two classes does); throughput in images/s. The per-frame paths (tags
+  ``frame``, ``int8_frame``, ``enrich``) make one call per photo instead: ``analyze_frame`` (the
+  pose and threat requests in flight at once), ``enrich`` (one server call, which also embeds every
+  person found), and bare onnxruntime running pose and threat side by side on two single-threaded
+  sessions, the like-for-like baseline of ``analyze_frame``'s overhead;
 - ``reid@32``: 32 person crops (cut from bus.jpg, 60-160 x 140-420 px) to 512-d embeddings: one
   ``resize_crops`` + ``session.run`` of 32 for (b), one ``extract_embeddings_from_crops`` call for (c)
   (the client sends it as 2 concurrent requests of 16); throughput in crops/s.
@@ -211,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                         "model.field keys are ModelTuning fields, others BuildOptions fields)")  # fmt: skip
     p.add_argument("--no-reid", action="store_true", help="skip the re-id workload")
     p.add_argument("--no-pose", action="store_true", help="skip the pose+threat workload (re-id only)")
+    p.add_argument("--no-per-frame", action="store_true",
+                   help="skip the per-frame paths (analyze_frame, enrich, bare onnxruntime side by side)")  # fmt: skip
     args = p.parse_args(argv)
     try:
         variants = dict(parse_variant(v) for v in args.variant)
@@ -284,10 +290,25 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag, workloads=("pose+threat",)))
         for tag in [t for t in servers if t in variants]:  # a variant may change OSNet's layout too
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag))
+            if not args.no_per_frame:
+                paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=f"{tag}_frame",
+                                        workloads=("pose+threat",), per_frame="analyze_frame"))  # fmt: skip
+        if not args.no_per_frame:  # one frame's pose and threat at once, served and bare
+            frame_kw = {**ort_kw, "intra_op_threads": 1}  # two single-threaded runs side by side, as served
+            paths.append(OnnxRuntimePath(repository, class_names, rect=True, tag="frame", per_frame=True, **frame_kw))
+            paths.append(TritonPath(server.grpc_url, protocol="grpc", tag="frame", workloads=("pose+threat",),
+                                    per_frame="analyze_frame"))  # fmt: skip
+            paths.append(TritonPath(server.grpc_url, protocol="grpc", tag="enrich", workloads=("pose+threat",),
+                                    per_frame="enrich"))  # fmt: skip
         if "int8" in servers:
             paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8", **ort_kw))
             paths.append(TritonPath(servers["int8"].grpc_url, protocol="grpc", tag="int8",
                                     workloads=("pose+threat",)))  # fmt: skip
+            if not args.no_per_frame:
+                paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8_frame",
+                                             per_frame=True, **frame_kw))  # fmt: skip
+                paths.append(TritonPath(servers["int8"].grpc_url, protocol="grpc", tag="int8_frame",
+                                        workloads=("pose+threat",), per_frame="analyze_frame"))  # fmt: skip
         images = photos()
         crops = person_crops(CROP_BATCH)
         # The server path uses its configured default threshold; set the in-process paths to the same.
@@ -297,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
         def pose_threat(path):
             def item(i: int, sink: dict) -> int:
                 data = images[i % len(images)]
+                if getattr(path, "per_frame", False):
+                    timed(sink, "frame", lambda: path.frame(data))
+                    return 1
                 timed(sink, "pose", lambda: path.pose(data))
                 timed(sink, "threat", lambda: path.threat(data))
                 return 1
@@ -320,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
                 for data in images:
                     path.pose(data)
                     path.threat(data)
+                    if getattr(path, "per_frame", False):
+                        path.frame(data)
                 run_cell(pose_threat(path), max(concs), 0.01)
             if "reid@32" in getattr(path, "workloads", workloads):
                 path.reid(crops)

@@ -103,17 +103,17 @@ class ModelTuning:
     warmup_batch_sizes: tuple[int, ...] = ()
 
 
-# Camera workload on 2 CPU cores: a few cameras at 1-5 fps each. Requests rarely coincide, so a
-# long queue delay would only add latency; 1 ms lets requests that do coincide (several cameras
-# firing together, or enrich/pose/threat at once) share one onnxruntime run without a visible
-# cost. Every onnxruntime session on the cpu target is single-threaded; the fused pose / threat
-# models and OSNet run two instances, the unfused detectors (enrich's) one instance with 2
-# concurrent runs: side-by-side single-threaded runs measured faster on the served stack than
-# 2-thread runs (docs/cpu-performance.md).
+# Camera workload on 2 CPU cores: a few cameras at 1-5 fps each. The detectors wait for no batch
+# (queue delay 0): a batch runs no faster per image on a single-threaded CPU session, and requests
+# that queue while the instances are busy are still batched into one execute; the 1 ms delay cost
+# ~5 % at concurrency 1 of analyze_frame (docs/cpu-performance.md). OSNet keeps 500 us. Every
+# onnxruntime session on the cpu target is single-threaded; the fused pose / threat models and
+# OSNet run two instances, the unfused detectors (enrich's) one instance with 2 concurrent runs:
+# side-by-side single-threaded runs measured faster on the served stack than 2-thread runs.
 CPU_TUNING: dict[str, ModelTuning] = {
     ct.PREPROCESS: ModelTuning(instances=2, preferred_batch_sizes=(), max_queue_delay_us=0),
-    ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
-    ct.THREAT_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=1000, warmup_batch_sizes=(1,)),
+    ct.POSE_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=0, warmup_batch_sizes=(1,)),
+    ct.THREAT_MODEL: ModelTuning(preferred_batch_sizes=(2, 4), max_queue_delay_us=0, warmup_batch_sizes=(1,)),
     # OSNet: two instances, each one single-threaded session with 2 concurrent runs that split a lone
     # request's crops (BuildOptions.osnet_*). The client sends 32 crops as 2 requests of 16. Measured
     # on 2 cores against 1 instance with 2 intra-op threads (the previous layout): see
@@ -130,8 +130,8 @@ CPU_TUNING: dict[str, ModelTuning] = {
     # Measured on 2 shared cores, one interleaved run: 7.52 / 9.49 / 10.10 images/s at concurrency
     # 1 / 4 / 8 against 3.76 / 5.90 / 5.64 for one instance with 2 threads and 2 concurrent runs
     # (docs/cpu-performance.md).
-    ct.POSE_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
-    ct.THREAT_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=1000),
+    ct.POSE_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=0),
+    ct.THREAT_ENSEMBLE: ModelTuning(instances=2, preferred_batch_sizes=(2, 4), max_queue_delay_us=0),
 }
 GPU_DEFAULT_TUNING: dict[str, ModelTuning] = {
     **CPU_TUNING,
