@@ -27,8 +27,10 @@ class OnnxRuntimePath:
 
     def __init__(self, repository: Path, class_names: list[str], *, conf: float = 0.5, iou: float = 0.7,
                  intra_op_threads: int = 2, rect: bool = False, onnx: dict[str, Path] | None = None,
-                 tag: str = "", per_frame: bool = False) -> None:  # fmt: skip
+                 tag: str = "", per_frame: bool = False, workloads: tuple[str, ...] | None = None) -> None:  # fmt: skip
         self.rect = rect
+        if workloads is not None:
+            self.workloads = workloads
         # per_frame: pose and threat of one frame run side by side (decoded once), as analyze_frame asks
         self.per_frame = per_frame
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="ort-frame") if per_frame else None

@@ -294,14 +294,15 @@ def main(argv: list[str] | None = None) -> int:
                 paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=f"{tag}_frame",
                                         workloads=("pose+threat",), per_frame="analyze_frame"))  # fmt: skip
         if not args.no_per_frame:  # one frame's pose and threat at once, served and bare
-            frame_kw = {**ort_kw, "intra_op_threads": 1}  # two single-threaded runs side by side, as served
+            frame_kw = {**ort_kw, "intra_op_threads": 1, "workloads": ("pose+threat",)}  # side by side, as served
             paths.append(OnnxRuntimePath(repository, class_names, rect=True, tag="frame", per_frame=True, **frame_kw))
             paths.append(TritonPath(server.grpc_url, protocol="grpc", tag="frame", workloads=("pose+threat",),
                                     per_frame="analyze_frame"))  # fmt: skip
             paths.append(TritonPath(server.grpc_url, protocol="grpc", tag="enrich", workloads=("pose+threat",),
                                     per_frame="enrich"))  # fmt: skip
         if "int8" in servers:
-            paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8", **ort_kw))
+            paths.append(OnnxRuntimePath(repository, class_names, rect=True, onnx=int8_onnx, tag="int8",
+                                         workloads=("pose+threat",), **ort_kw))  # fmt: skip
             paths.append(TritonPath(servers["int8"].grpc_url, protocol="grpc", tag="int8",
                                     workloads=("pose+threat",)))  # fmt: skip
             if not args.no_per_frame:
