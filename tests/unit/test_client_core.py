@@ -299,6 +299,36 @@ def test_plan_crops_sends_chunks_resized_when_sent_and_equal_to_resize_crops_whe
     assert [r.embedding[0] for r in done.value.value] == [0.0] * 16 + [1.0] * 16 + [2.0] * 3  # in order
 
 
+def test_shm_plan_crops_resizes_each_chunk_into_its_region_when_sent():
+    import tritonclient.grpc as grpcclient
+
+    from enrichment_light.client.plans import EMBED_REQUEST_CROPS, make_infer_inputs
+    from enrichment_light.core.processing.reid import resize_crops
+
+    rng = np.random.default_rng(6)
+    crops = [rng.integers(0, 256, (int(rng.integers(20, 300)), int(rng.integers(10, 150)), 3), np.uint8)
+             for _ in range(EMBED_REQUEST_CROPS + 5)]  # fmt: skip
+    core = _core(transport="shm")
+    try:
+        plan = core.plan_crops(crops, bgr=False)
+        reqs = next(plan)
+        tensors = [r.inputs[0] for r in reqs]
+        assert [t.shape[0] for t in tensors] == [EMBED_REQUEST_CROPS, 5]
+        assert all(t.region is not None and not t.prepared for t in tensors)  # not resized until sent
+        for t in tensors:
+            (item,) = make_infer_inputs(grpcclient, [t], http=False)  # what the sending thread does
+            assert item._get_tensor().parameters["shared_memory_region"].string_param == t.region.name
+        np.testing.assert_array_equal(np.concatenate([_shm_read(t) for t in tensors]), resize_crops(crops))
+        make_infer_inputs(grpcclient, tensors, http=False)  # a retry sends what is there, once resized
+        embeddings = [np.full((t.shape[0], ct.EMBEDDING_DIMENSION), k, np.float32) for k, t in enumerate(tensors)]
+        with pytest.raises(StopIteration) as done:
+            plan.send([{ct.EMBEDDINGS: e} for e in embeddings])
+        assert [r.embedding[0] for r in done.value.value] == [0.0] * EMBED_REQUEST_CROPS + [1.0] * 5
+        assert sum(len(v) for v in core.shm._free.values()) == 2  # both regions back in the pool
+    finally:
+        core.shm.destroy_all()
+
+
 def test_plan_crops_refuses_bad_crop_by_index_before_any_request_when_a_later_chunk_holds_it():
     crops = [np.zeros((50, 20, 3), np.uint8)] * 20 + [np.zeros((50, 20), np.float32)]
     with pytest.raises(InvalidInputError, match="crop 20: "):

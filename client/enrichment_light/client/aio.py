@@ -172,9 +172,9 @@ class AsyncEnrichmentClient(ClientBase):
 
     async def _infer(self, request: Request) -> dict[str, np.ndarray]:
         module, http, core = self._module(), self.protocol == "http", self._core
-        deferred = [t for t in request.inputs if t.produce is not None and t.array is None]
+        deferred = [t for t in request.inputs if t.produce is not None and not t.prepared]
         if deferred:  # e.g. resizing a chunk of crops: on a worker thread, off the event loop
-            await asyncio.to_thread(lambda: [t.data() for t in deferred])
+            await asyncio.to_thread(lambda: [t.prepare() for t in deferred])
 
         async def run(client: Any, endpoint: Endpoint) -> dict[str, np.ndarray]:
             if core.shm is not None:

@@ -64,7 +64,8 @@ EMBED_REQUEST_CROPS = 16
 class TensorIn:
     """One request input: in-band data or a shared-memory `region`.
 
-    In-band data is `array`, or what `produce` makes when the request is sent (:meth:`deferred`).
+    In-band data is `array`, or what `produce` makes when the request is sent (:meth:`deferred`);
+    a deferred shared-memory input writes what `produce` makes into `region` when it is sent.
     """
 
     name: str
@@ -73,7 +74,8 @@ class TensorIn:
     shape: tuple[int, ...] = ()
     datatype: str = ""
     offset: int = 0  # bytes into `region`
-    produce: Callable[[], np.ndarray] | None = None  # in-band data made on the thread that sends it
+    produce: Callable[[], np.ndarray] | None = None  # data made on the thread that sends it
+    prepared: bool = False  # `produce` has run (and, for a region, its output is written there)
 
     @classmethod
     def of(cls, name: str, array: np.ndarray) -> TensorIn:
@@ -83,25 +85,45 @@ class TensorIn:
         return cls(name, array=array, shape=tuple(array.shape), datatype=np_to_triton_dtype(array.dtype))
 
     @classmethod
-    def deferred(cls, name: str, shape: tuple[int, ...], dtype: Any, produce: Callable[[], np.ndarray]) -> TensorIn:
-        """In-band input whose array `produce` makes when the request is sent (once; on the sending thread).
+    def deferred(
+        cls,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: Any,
+        produce: Callable[[], np.ndarray],
+        *,
+        region: ShmRegion | None = None,
+    ) -> TensorIn:
+        """An input whose array `produce` makes when the request is sent (once; on the sending thread).
 
-        The sync client sends the requests of one plan step from its thread pool, so the work in
-        `produce` (e.g. resizing a chunk of crops) runs in parallel for the step's requests; the
-        asyncio client runs it with ``asyncio.to_thread``, off the event loop.
+        In-band by default; with `region`, the array is written into that shared-memory region
+        (which must hold it). The sync client sends the requests of one plan step from its thread
+        pool, so the work in `produce` (e.g. resizing a chunk of crops) runs in parallel for the
+        step's requests; the asyncio client runs it with ``asyncio.to_thread``, off the event loop.
         `produce` must not raise for checked inputs: check them before building the request.
         """
         from tritonclient.utils import np_to_triton_dtype
 
-        return cls(name, shape=tuple(shape), datatype=np_to_triton_dtype(np.dtype(dtype)), produce=produce)
+        datatype = np_to_triton_dtype(np.dtype(dtype))
+        return cls(name, region=region, shape=tuple(shape), datatype=datatype, produce=produce)
+
+    def prepare(self) -> None:
+        """Run `produce` now, on this thread, once: keep its array, or write it into `region`."""
+        if self.produce is None or self.prepared:
+            return
+        array = self.produce()
+        if tuple(array.shape) != self.shape:
+            raise ValueError(f"{self.name}: produced shape {array.shape}, declared {self.shape}")
+        if self.region is None:
+            self.array = array  # kept for retries
+        else:
+            self.region.write(array, offset=self.offset)
+        self.prepared = True
 
     def data(self) -> np.ndarray:
         """The in-band array (made by `produce` on first use and kept for retries)."""
-        if self.array is None and self.produce is not None:
-            array = self.produce()
-            if tuple(array.shape) != self.shape:
-                raise ValueError(f"{self.name}: produced shape {array.shape}, declared {self.shape}")
-            self.array = array
+        if self.region is None:
+            self.prepare()
         if self.array is None:
             raise ValueError(f"{self.name}: no in-band data")
         return self.array
@@ -363,9 +385,9 @@ class ClientCore:
     def plan_crops(self, crops: Sequence[ImageInput], *, bgr: bool) -> Plan:
         """Plan of ``extract_embeddings_from_crops``: resize locally, then call OSNet directly.
 
-        Every crop is checked first. In-band, each request of :data:`EMBED_REQUEST_CROPS` crops
-        resizes its own chunk when it is sent (:meth:`TensorIn.deferred`), so the sync client resizes
-        and sends the chunks on parallel threads; through shared memory all crops are resized first.
+        Every crop is checked first. Each request of :data:`EMBED_REQUEST_CROPS` crops resizes its
+        own chunk when it is sent (:meth:`TensorIn.deferred`; through shared memory, straight into
+        its region), so the sync client resizes and sends the chunks on parallel threads.
         """
         from enrichment_light.core.processing.reid import check_crops, resize_crops
 
@@ -378,19 +400,28 @@ class ClientCore:
             except InvalidInputError as err:
                 raise type(err)(f"crop {i}: {err}") from err
         rgb = check_crops(arrays)
-        if self.shm is not None:
-            return (yield from self._plan_crops_array(resize_crops(rgb)))
         step = min(EMBED_REQUEST_CROPS, ct.MAX_PERSONS_PER_FRAME)
-        shape = (ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
-        reqs = [
-            Request(
-                ct.REID_MODEL,
-                [TensorIn.deferred(ct.CROPS, (len(chunk), *shape), np.uint8, functools.partial(resize_crops, chunk))],
-                (ct.EMBEDDINGS,),
-            )
-            for chunk in (rgb[i : i + step] for i in range(0, len(rgb), step))
-        ]
-        outs = yield reqs
+        regions: list[ShmRegion] = []
+        try:
+            reqs = []
+            for chunk in (rgb[i : i + step] for i in range(0, len(rgb), step)):
+                shape = (len(chunk), ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
+                region = None
+                if self.shm is not None:
+                    region = self.shm.acquire(int(np.prod(shape)))
+                    regions.append(region)
+                resized = functools.partial(resize_crops, chunk)
+                reqs.append(
+                    Request(
+                        ct.REID_MODEL,
+                        [TensorIn.deferred(ct.CROPS, shape, np.uint8, resized, region=region)],
+                        (ct.EMBEDDINGS,),
+                    )
+                )
+            outs = yield reqs
+        finally:
+            for region in regions:
+                self.shm.release(region)
         return reid_results(np.concatenate([o[ct.EMBEDDINGS] for o in outs]))
 
     def _plan_crops_array(self, batch: np.ndarray) -> Plan:
@@ -505,6 +536,7 @@ def make_infer_inputs(module: Any, inputs: Sequence[TensorIn], *, http: bool) ->
     built = []
     for t in inputs:
         item = module.InferInput(t.name, list(t.shape), t.datatype)
+        t.prepare()  # deferred data: made on this (the sending) thread
         if t.region is not None:
             item.set_shared_memory(t.region.name, int(np.prod(t.shape)) * _itemsize(t.datatype), offset=t.offset)
         elif http:
