@@ -307,11 +307,18 @@ def test_client_raises_invalid_input_with_server_words_when_image_is_corrupt(enr
         assert info.value.__cause__ is not None  # raised from the tritonclient error
         with pytest.raises(InvalidInputError):
             c.enrich(b"not an image")
+        with pytest.raises(InvalidInputError, match=r"(?i)jpeg|corrupt|truncated|decode"):
+            c.analyze_frame(b"\xff\xd8\xff\xe0" + b"\x00" * 64)  # both requests fail; the first error is raised
+        assert c.is_server_ready()
 
 
 def test_client_raises_invalid_image_locally_when_shm_image_is_corrupt(enrichment_server):
-    with EnrichmentClient(enrichment_server.grpc_url, transport="shm") as c, pytest.raises(InvalidImageError):
-        c.estimate_poses(b"not an image")
+    with EnrichmentClient(enrichment_server.grpc_url, transport="shm") as c:
+        with pytest.raises(InvalidImageError):
+            c.estimate_poses(b"not an image")
+        with pytest.raises(InvalidImageError):
+            c.analyze_frame(b"not an image")
+        assert len(c._core.shm.regions()) == sum(len(v) for v in c._core.shm._free.values())
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
