@@ -465,3 +465,46 @@ def test_client_core_reads_url_from_environment_when_none_given(monkeypatch):
         manifest=None,
     )
     assert core.urls == ["example:9001"]
+
+
+def _two_request_plan(log: list[str]):
+    try:
+        yield [Request("fails-fast"), Request("slow")]
+    finally:
+        log.append("plan closed")  # where a plan releases its shared-memory regions
+
+
+def test_sync_and_async_drivers_raise_a_failed_request_only_after_the_others_of_its_step_finish():
+    import asyncio
+    import time
+
+    from enrichment_light.client import EnrichmentClient
+    from enrichment_light.client.aio import AsyncEnrichmentClient
+
+    def run(request, log):
+        if request.model == "fails-fast":
+            raise InvalidInputError("bad image")
+        time.sleep(0.2)
+        log.append("slow finished")
+        return {}
+
+    log: list[str] = []
+    with EnrichmentClient("127.0.0.1:1") as client:
+        client._execute = lambda r: run(r, log)
+        with pytest.raises(InvalidInputError, match="bad image"):
+            client._drive(_two_request_plan(log))
+    assert log == ["slow finished", "plan closed"]
+
+    async def main():
+        async_log: list[str] = []
+
+        async def execute(request):
+            return await asyncio.to_thread(run, request, async_log)
+
+        async with AsyncEnrichmentClient("127.0.0.1:1") as client:
+            client._execute = execute
+            with pytest.raises(InvalidInputError, match="bad image"):
+                await client._drive(_two_request_plan(async_log))
+        return async_log
+
+    assert asyncio.run(main()) == ["slow finished", "plan closed"]

@@ -225,7 +225,12 @@ class AsyncEnrichmentClient(ClientBase):
         try:
             requests = next(plan)
             while True:
-                outputs = list(await asyncio.gather(*(self._execute(r) for r in requests)))
+                # every request of the step finishes before an error is raised, so none still reads a
+                # shared-memory region when the plan releases it
+                outputs = await asyncio.gather(*(self._execute(r) for r in requests), return_exceptions=True)
+                failed = next((o for o in outputs if isinstance(o, BaseException)), None)
+                if failed is not None:
+                    raise failed
                 requests = plan.send(outputs)
         except StopIteration as stop:
             return stop.value

@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 import numpy as np
@@ -305,15 +305,26 @@ class EnrichmentClient(ClientBase):
         try:
             requests = next(plan)
             while True:
-                if len(requests) <= 1:
-                    outputs = [self._execute(r) for r in requests]
-                else:
-                    outputs = list(self._executor().map(self._execute, requests))
-                requests = plan.send(outputs)
+                requests = plan.send(self._execute_step(requests))
         except StopIteration as stop:
             return stop.value
         finally:
             plan.close()
+
+    def _execute_step(self, requests: list[Request]) -> list[Any]:
+        """The requests of one plan step at once: the first on this thread, the others on the pool.
+
+        Every request has finished when this returns or raises, so no request still reads a
+        shared-memory region when the plan releases it.
+        """
+        if len(requests) <= 1:
+            return [self._execute(r) for r in requests]
+        others = [self._executor().submit(self._execute, r) for r in requests[1:]]
+        try:
+            first = self._execute(requests[0])
+        finally:
+            wait(others)
+        return [first, *(f.result() for f in others)]
 
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:
