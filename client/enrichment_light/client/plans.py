@@ -291,7 +291,7 @@ class ClientCore:
         """Plan of ``analyze_frame``: :meth:`plan_poses` and :meth:`plan_threats` side by side.
 
         The image is encoded (bytes) or converted to RGB (shm) once, and both requests are in flight
-        at the same time, so the server runs pose and threat concurrently (on 2 cores: ~1.7x the
+        at the same time, so the server runs pose and threat concurrently (on 2 cores: ~1.8x the
         frames/s of the two calls one after the other, docs/cpu-performance.md).
         """
         threshold_tensors(conf, iou)  # validated before any work
