@@ -57,28 +57,31 @@ class OnnxRuntimePath:
         session = self.sessions[model]
         return session.run(None, {session.get_inputs()[0].name: batch})[0]
 
-    def _detect(self, model: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    def _letterboxed(self, data: bytes) -> tuple[np.ndarray, np.ndarray]:
         boxed, info = letterbox(decode_image(data), auto=self.rect)
-        return self._run(model, boxed[None]), info.to_array()[None]
+        return boxed[None], info.to_array()[None]
 
-    def pose(self, data: bytes) -> int:
-        raw, info = self._detect(ct.POSE_MODEL, data)
+    def _poses(self, raw: np.ndarray, info: np.ndarray) -> int:
         return len(postprocess_pose(raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0])
 
-    def threat(self, data: bytes) -> int:
-        raw, info = self._detect(ct.THREAT_MODEL, data)
+    def _threats(self, raw: np.ndarray, info: np.ndarray) -> int:
         dets = postprocess_detections(raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
         return len(select_threats(dets, self.mapping))
 
+    def pose(self, data: bytes) -> int:
+        batch, info = self._letterboxed(data)
+        return self._poses(self._run(ct.POSE_MODEL, batch), info)
+
+    def threat(self, data: bytes) -> int:
+        batch, info = self._letterboxed(data)
+        return self._threats(self._run(ct.THREAT_MODEL, batch), info)
+
     def frame(self, data: bytes) -> int:
         """Pose and threat of one frame at once: the pose run on a pool thread, threat on this one."""
-        boxed, info = letterbox(decode_image(data), auto=self.rect)
-        batch, info = boxed[None], info.to_array()[None]
+        batch, info = self._letterboxed(data)
         pose_raw = self._pool.submit(self._run, ct.POSE_MODEL, batch)
         threat_raw = self._run(ct.THREAT_MODEL, batch)
-        poses = postprocess_pose(pose_raw.result(), info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
-        dets = postprocess_detections(threat_raw, info, conf=self.conf, iou=self.iou, max_det=ct.MAX_DETECTIONS)[0]
-        return len(poses) + len(select_threats(dets, self.mapping))
+        return self._poses(pose_raw.result(), info) + self._threats(threat_raw, info)
 
     def reid(self, crops: list[np.ndarray]) -> int:
         return int(self._run(ct.REID_MODEL, resize_crops(crops)).shape[0])

@@ -399,50 +399,39 @@ class ClientCore:
                 arrays.append(as_rgb_array(crop, bgr=bgr))
             except InvalidInputError as err:
                 raise type(err)(f"crop {i}: {err}") from err
-        rgb = check_crops(arrays)
-        step = min(EMBED_REQUEST_CROPS, ct.MAX_PERSONS_PER_FRAME)
-        regions: list[ShmRegion] = []
-        try:
-            reqs = []
-            for chunk in (rgb[i : i + step] for i in range(0, len(rgb), step)):
-                shape = (len(chunk), ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
-                region = None
-                if self.shm is not None:
-                    region = self.shm.acquire(int(np.prod(shape)))
-                    regions.append(region)
-                resized = functools.partial(resize_crops, chunk)
-                reqs.append(
-                    Request(
-                        ct.REID_MODEL,
-                        [TensorIn.deferred(ct.CROPS, shape, np.uint8, resized, region=region)],
-                        (ct.EMBEDDINGS,),
-                    )
-                )
-            outs = yield reqs
-        finally:
-            for region in regions:
-                self.shm.release(region)
-        return reid_results(np.concatenate([o[ct.EMBEDDINGS] for o in outs]))
+        embeddings = yield from self._plan_embed(check_crops(arrays), resize_crops)
+        return reid_results(embeddings)
 
     def _plan_crops_array(self, batch: np.ndarray) -> Plan:
         embeddings = yield from self._plan_embed(batch)
         return reid_results(embeddings)
 
-    def _plan_embed(self, batch: np.ndarray) -> Plan:
-        """``osnet_x0_25`` on ``[K, 256, 128, 3]`` crops in concurrent chunks (through shared memory for ``shm``)."""
+    def _plan_embed(
+        self,
+        crops: Sequence[np.ndarray],
+        to_tensor: Callable[[Sequence[np.ndarray]], np.ndarray] = np.ascontiguousarray,
+    ) -> Plan:
+        """``osnet_x0_25`` on `crops` in concurrent requests of :data:`EMBED_REQUEST_CROPS`.
+
+        `to_tensor` turns a chunk into its uint8 ``[k, 256, 128, 3]`` tensor when its request is sent,
+        on the sending thread (:meth:`TensorIn.deferred`): resizing raw crops, or nothing for crops
+        already 256x128. With ``shm`` it is written straight into the chunk's pooled region.
+        """
         step = min(EMBED_REQUEST_CROPS, ct.MAX_PERSONS_PER_FRAME)
-        chunks = [np.ascontiguousarray(batch[i : i + step]) for i in range(0, len(batch), step)]
         regions: list[ShmRegion] = []
         try:
             reqs = []
-            for chunk in chunks:
+            for i in range(0, len(crops), step):
+                chunk = crops[i : i + step]
+                shape = (len(chunk), ct.REID_INPUT_HEIGHT, ct.REID_INPUT_WIDTH, 3)
+                region = None
                 if self.shm is not None:
-                    region = self.shm.acquire(chunk.nbytes)
+                    region = self.shm.acquire(int(np.prod(shape)))
                     regions.append(region)
-                    region.write(chunk)
-                    reqs.append(Request(ct.REID_MODEL, [_shm_input(ct.CROPS, region, chunk)], (ct.EMBEDDINGS,)))
-                else:
-                    reqs.append(Request(ct.REID_MODEL, [TensorIn.of(ct.CROPS, chunk)], (ct.EMBEDDINGS,)))
+                tensor = TensorIn.deferred(
+                    ct.CROPS, shape, np.uint8, functools.partial(to_tensor, chunk), region=region
+                )
+                reqs.append(Request(ct.REID_MODEL, [tensor], (ct.EMBEDDINGS,)))
             outs = yield reqs
         finally:
             for region in regions:
