@@ -5,6 +5,7 @@ rectangle, both Ultralytics-exact) -> ``session.run`` on the
 uint8 NHWC tensor -> ``postprocess_pose`` / ``postprocess_detections`` + ``select_threats``. Re-id:
 ``resize_crops`` (PIL-exact) -> ``session.run``. Session options equal the served models'
 (intra-op threads 2, inter-op 1, sequential, all graph optimisations), so (c) - (b) is Triton's cost.
+``reid_bf16=True`` runs OSNet through OpenVINO in bf16 instead (``--reid-precision bf16``'s runtime).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ class OnnxRuntimePath:
 
     def __init__(self, repository: Path, class_names: list[str], *, conf: float = 0.5, iou: float = 0.7,
                  intra_op_threads: int = 2, rect: bool = False, onnx: dict[str, Path] | None = None,
-                 tag: str = "", per_frame: bool = False, workloads: tuple[str, ...] | None = None) -> None:  # fmt: skip
+                 tag: str = "", per_frame: bool = False, workloads: tuple[str, ...] | None = None,
+                 reid_bf16: bool = False) -> None:  # fmt: skip
         self.rect = rect
         if workloads is not None:
             self.workloads = workloads
@@ -50,6 +52,12 @@ class OnnxRuntimePath:
             )
             for name in ct.INFERENCE_MODELS
         }
+        if reid_bf16:  # OSNet compiled by OpenVINO in bf16, as `--reid-precision bf16` serves it
+            from enrichment_light.core.openvino_session import OpenVinoSession
+
+            reid_onnx = onnx.get(ct.REID_MODEL, repository / ct.REID_MODEL / "1" / "model.onnx")
+            bf16 = OpenVinoSession(reid_onnx, precision="bf16", threads_per_stream=intra_op_threads)
+            self.sessions[ct.REID_MODEL] = bf16
         self.mapping = ThreatTaxonomy.load().resolve(class_names)
         self.conf, self.iou = conf, iou
 

@@ -38,7 +38,10 @@ Usage::
         --variant 'reidold:osnet_intra_op_threads=2,osnet_split_batches=0,osnet_x0_25.instances=1'
                                                   # re-id only, A/B of the OSNet layout
 
-``--variant`` servers run both workloads (a variant may change the detectors or OSNet).
+``--variant`` servers run both workloads (a variant may change the detectors or OSNet). ``--reid-bf16``
+adds the variant ``reidbf16`` (OSNet in bf16 through OpenVINO, ``--reid-precision bf16``; gRPC and
+gRPC+shm) and bare OpenVINO bf16 on the re-id workload; the re-id target stays against bare
+onnxruntime FP32.
 
 Writes ``benchmarks/results/compare.{json,md,png}`` (``--out`` to change).
 """
@@ -118,7 +121,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
 
     ``model.field=value`` keys go to ``BuildOptions.cpu_tuning`` (``pose.instances=2``,
     ``pose.preferred_batch_sizes=2|4``); other keys are ``BuildOptions`` fields (``ort_concurrent_runs=4``).
-    Values are integers; ``|`` separates the items of a tuple.
+    Values are integers, else strings (``osnet_precision=bf16``); ``|`` separates the items of a tuple.
     """
     tag, _, spec = text.partition(":")
     if not tag.isidentifier() or not spec:
@@ -128,13 +131,20 @@ def parse_variant(text: str) -> tuple[str, dict]:
         key, sep, value = item.partition("=")
         if not sep:
             raise ValueError(f"--variant {text!r}: {item!r} is not key=value")
-        parsed = tuple(int(v) for v in value.split("|") if v) if "|" in value else int(value)
+        parsed = tuple(int(v) for v in value.split("|") if v) if "|" in value else _scalar(value)
         if "." in key:
             model, field = key.split(".", 1)
             options.setdefault("cpu_tuning", {}).setdefault(model, {})[field] = parsed
         else:
             options[key] = parsed
     return tag, options
+
+
+def _scalar(value: str) -> int | str:
+    try:
+        return int(value)
+    except ValueError:
+        return value  # e.g. osnet_precision=bf16
 
 
 def build_variant(models: dict, work: Path, intra_op_threads: int, tag: str, options: dict) -> Path:
@@ -213,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="also serve a repository built with these options, e.g. "
                         "'inst2:pose.instances=2,threat.instances=2,ort_concurrent_runs=1' (repeatable; "
                         "model.field keys are ModelTuning fields, others BuildOptions fields)")  # fmt: skip
+    p.add_argument("--reid-bf16", action="store_true",
+                   help="add OSNet in bf16 (OpenVINO): a server built with --reid-precision bf16 (tag reidbf16) "
+                        "and bare OpenVINO bf16 beside bare onnxruntime")  # fmt: skip
     p.add_argument("--no-reid", action="store_true", help="skip the re-id workload")
     p.add_argument("--no-pose", action="store_true", help="skip the pose+threat workload (re-id only)")
     p.add_argument("--no-per-frame", action="store_true",
@@ -259,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         extra_repos[f"concurrent{args.concurrent_runs}"] = build(
             models, work, args.intra_op_threads, ort_concurrent_runs=args.concurrent_runs
         )[0]
+    if args.reid_bf16:
+        variants.setdefault("reidbf16", {"osnet_precision": "bf16"})
     for tag, options in variants.items():
         extra_repos[tag] = build_variant(models, work, args.intra_op_threads, tag, options)
     int8_onnx, gate = {}, {}
@@ -283,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
             TritonPath(server.http_url, protocol="http"),
             TritonPath(server.grpc_url, protocol="grpc", transport="shm"),
         ]
+        if args.reid_bf16:
+            paths.append(OnnxRuntimePath(repository, class_names, rect=True, tag="bf16", reid_bf16=True,
+                                         workloads=("reid@32",), **ort_kw))  # fmt: skip
         if "ensemble" in servers:
             paths.append(TritonPath(servers["ensemble"].grpc_url, protocol="grpc", tag="ensemble",
                                     workloads=("pose+threat",)))  # fmt: skip
@@ -290,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag, workloads=("pose+threat",)))
         for tag in [t for t in servers if t in variants]:  # a variant may change OSNet's layout too
             paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=tag))
+            if tag == "reidbf16":
+                paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", transport="shm", tag=tag,
+                                        workloads=("reid@32",)))  # fmt: skip
             if not args.no_per_frame:
                 paths.append(TritonPath(servers[tag].grpc_url, protocol="grpc", tag=f"{tag}_frame",
                                         workloads=("pose+threat",), per_frame="analyze_frame"))  # fmt: skip

@@ -23,6 +23,7 @@ from enrichment_light.core.errors import (
     ModelFileError,
     ModelNotReadyError,
     ModelRestartingError,
+    RuntimeMissingError,
     ServerStartError,
     ServerUnavailableError,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "PoseEstimator",
     "PoseResult",
     "ReIDResult",
+    "RuntimeMissingError",
     "ServerStartError",
     "ServerUnavailableError",
     "Severity",

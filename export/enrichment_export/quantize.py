@@ -363,17 +363,18 @@ def model_inputs(model_name: str, frames: Sequence[np.ndarray]) -> list[np.ndarr
 def packaged_sample_frames() -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Calibration and held-out frames from the packaged samples, disjoint by source photo.
 
-    Calibration: 8 variants of Ultralytics' ``bus.jpg``; held out: 8 variants of ``zidane.jpg``.
+    Calibration: 8 variants of Ultralytics' ``bus.jpg``; held out: 8 variants of ``zidane.jpg``
+    (the copies that ship with enrichment-light, so no ultralytics install is needed).
 
     Raises:
         CalibrationError: The sample photos are not installed.
     """
-    from ultralytics.utils import ASSETS
+    from enrichment_light.core import package_data
 
-    samples = [Path(ASSETS) / "bus.jpg", Path(ASSETS) / "zidane.jpg"]
-    if not all(p.is_file() for p in samples):
-        raise CalibrationError("no --calibration folder given and Ultralytics' sample photos are not installed")
-    bus, zidane = load_frames(samples)
+    samples = {p.name: p for p in package_data.sample_images()}
+    if not {"bus.jpg", "zidane.jpg"} <= set(samples):
+        raise CalibrationError("no frames folder given and the packaged sample photos bus.jpg / zidane.jpg are missing")
+    bus, zidane = load_frames([samples["bus.jpg"], samples["zidane.jpg"]])
     return augment(bus, seed=1), augment(zidane, seed=2)
 
 
@@ -496,7 +497,8 @@ def _group(node: Any) -> int:
 # --------------------------------------------------------------------------------------------- gate
 
 
-def _session(path: str | os.PathLike[str], threads: int = 0) -> Any:
+def onnx_session(path: str | os.PathLike[str], threads: int = 0) -> Any:
+    """A bare onnxruntime CPU session of `path` (`threads` intra-op threads, 0: all cores): the gates' reference."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -556,6 +558,20 @@ def _detector_outputs(model_name: str, raw: np.ndarray, info: Any, conf: float, 
     return postprocess_detections(raw, [info], conf=conf, iou=iou)[0]
 
 
+def embedding_report(
+    model_name: str, reference: np.ndarray, candidate: np.ndarray, thresholds: AccuracyThresholds
+) -> AccuracyReport:
+    """Cosine of each row of `candidate` with the same row of `reference` (``[N, D]`` embeddings)."""
+    a, b = np.asarray(reference, np.float64), np.asarray(candidate, np.float64)
+    cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    min_cos, mean_cos = float(cos.min()), float(cos.mean())
+    failures = [f"min cosine {min_cos:.4f} < {thresholds.min_cosine}"] if min_cos < thresholds.min_cosine else []
+    return AccuracyReport(
+        model_name, len(a), not failures, tuple(failures), min_cosine=min_cos, mean_cosine=mean_cos,
+        thresholds=thresholds,
+    )  # fmt: skip
+
+
 def accuracy_gate(
     model_name: str,
     fp32_path: str | os.PathLike[str],
@@ -590,21 +606,13 @@ def accuracy_gate(
     thresholds = thresholds or AccuracyThresholds()
     if not frames:
         raise CalibrationError(f"{model_name}: no held-out frames for the accuracy gate")
-    ref, test = _session(fp32_path), _session(int8_path)
+    ref, test = onnx_session(fp32_path), onnx_session(int8_path)
     in_name = contract.model_spec(model_name).inputs[0].name
     failures: list[str] = []
     if model_name == contract.REID_MODEL:
         crops = np.concatenate(model_inputs(model_name, frames))
-        a = ref.run(None, {in_name: crops})[0].astype(np.float64)
-        b = test.run(None, {in_name: crops})[0].astype(np.float64)
-        cos = np.sum(a * b, axis=1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-        min_cos, mean_cos = float(cos.min()), float(cos.mean())
-        if min_cos < thresholds.min_cosine:
-            failures.append(f"min cosine {min_cos:.4f} < {thresholds.min_cosine}")
-        return AccuracyReport(
-            model_name, len(crops), not failures, tuple(failures), min_cosine=min_cos, mean_cosine=mean_cos,
-            thresholds=thresholds,
-        )  # fmt: skip
+        a = ref.run(None, {in_name: crops})[0]
+        return embedding_report(model_name, a, test.run(None, {in_name: crops})[0], thresholds)
 
     n_ref = n_test = 0
     score_diffs: list[float] = []
@@ -867,7 +875,7 @@ def compare_speed(
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     in_name = contract.model_spec(model_name).inputs[0].name
-    sessions = {"fp32": _session(fp32_path, threads), "int8": _session(int8_path, threads)}
+    sessions = {"fp32": onnx_session(fp32_path, threads), "int8": onnx_session(int8_path, threads)}
     times: dict[str, list[float]] = {"fp32": [], "int8": []}
     for i in range(warmup + rounds):
         for key, sess in sessions.items():

@@ -251,6 +251,12 @@ class BuildOptions:
         osnet_split_batches: cpu target: with ``osnet_concurrent_runs > 1``, split a lone request's
             crops by rows so that every run has work (a 32-crop request -> two 16-row runs on the
             2 cores). The unfused detectors never split (``split_batches`` parameter ``0``).
+        osnet_precision: cpu target: ``fp32`` (onnxruntime), or ``bf16``: the FP32 OSNet ONNX
+            served through OpenVINO with bf16 arithmetic, on CPUs with native bf16 (AVX512_BF16
+            or AMX), after the accuracy gate (:func:`enrichment_export.bf16.bf16_gate`; the
+            ``openvino`` extra). ~1.4x onnxruntime FP32 on the 2-core EPYC (docs/cpu-performance.md).
+        bf16_holdout: Folder of frames for the bf16 gate (default: the packaged samples, with a warning).
+        bf16_force: Serve bf16 although the gate fails (the figures are still recorded).
     """
 
     class_names: tuple[str, ...] | None = None
@@ -275,8 +281,13 @@ class BuildOptions:
     osnet_intra_op_threads: int = 1
     osnet_concurrent_runs: int = 2
     osnet_split_batches: bool = True
+    osnet_precision: str = "fp32"
+    bf16_holdout: str | os.PathLike[str] | None = None
+    bf16_force: bool = False
 
     def __post_init__(self) -> None:
+        if self.osnet_precision not in ("fp32", "bf16"):
+            raise ValueError(f"BuildOptions.osnet_precision must be 'fp32' or 'bf16', got {self.osnet_precision!r}")
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
             modes = list(ct.LETTERBOX_MODES)
             raise ValueError(f"BuildOptions.letterbox must be one of {modes}, got {self.letterbox!r}")
@@ -385,6 +396,7 @@ def model_parameters(name: str, target: str, options: BuildOptions, class_names:
             "inter_op_threads": str(options.ort_inter_op_threads),
             "concurrent_runs": str(options.osnet_concurrent_runs),
             "split_batches": "1" if options.osnet_split_batches else "0",
+            **({"runtime": "openvino"} if options.osnet_precision == "bf16" else {}),
         }
     if name in ct.INFERENCE_MODELS and target == "cpu":
         return {
@@ -648,6 +660,26 @@ def _check_precision(precision: str, precisions: Mapping[str, str], sources: Map
             f"--precision int8 needs INT8 ONNX files for {where}: export them with "
             "`enrichment-export onnx --precision int8 --calibration DIR`"
         )
+
+
+def _bf16_osnet(
+    target: str, sources: Mapping[str, Path | None], precisions: Mapping[str, str], options: BuildOptions
+) -> dict[str, Any]:
+    """Check and gate ``osnet_precision="bf16"``; the manifest fields of the bf16 OSNet."""
+    from enrichment_export import bf16
+
+    if target != "cpu":
+        raise ValueError(
+            f"osnet_precision 'bf16' is the cpu target's (OpenVINO on the CPU), not {target!r}'s; on the GPU "
+            "OSNet runs FP16 in TensorRT"
+        )
+    src = sources.get(ct.REID_MODEL)
+    if src is None:
+        raise FileNotFoundError(f"osnet_precision 'bf16' needs the FP32 ONNX of {ct.REID_MODEL}")
+    if precisions.get(ct.REID_MODEL) != "fp32":
+        raise ValueError(f"osnet_precision 'bf16' runs the FP32 OSNet ONNX, but {src} is INT8")
+    report = bf16.bf16_gate(src, holdout_dir=options.bf16_holdout, force=options.bf16_force)
+    return bf16.describe(report, forced=options.bf16_force)
 
 
 def class_names_from_metadata(meta: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -973,6 +1005,7 @@ def build_repository(
             meta_by_model[name] = read_onnx_info(path)
     precisions = {name: onnx_precision(meta) for name, (meta, _) in meta_by_model.items()}
     _check_precision(precision, precisions, sources)
+    bf16_entry = _bf16_osnet(target, sources, precisions, options) if options.osnet_precision == "bf16" else {}
     if class_names is None and ct.THREAT_MODEL in meta_by_model:
         class_names = class_names_from_metadata(meta_by_model[ct.THREAT_MODEL][0])
     class_names = tuple(class_names or COCO_NAMES)
@@ -1046,7 +1079,9 @@ def build_repository(
                     entry["rejected_plans"] = dict(check.rejected)
             if name in meta_by_model:
                 output_dims = meta_by_model[name][1] or None
-        if name in precisions and backend != "tensorrt":  # a plan's precision is its sidecar's
+        if name == ct.REID_MODEL and bf16_entry:
+            served_precision = "bf16"
+        elif name in precisions and backend != "tensorrt":  # a plan's precision is its sidecar's
             served_precision = precisions[name]
         elif backend == "tensorrt" and plan_filenames:
             served_precision = str(entry.get("plan_precision") or "unknown")
@@ -1088,12 +1123,14 @@ def build_repository(
                     k: v for k, v in meta_by_model[name][0].items() if k in ("source_sha256", "exporter", "opset")
                 }
                 entry.update(precision_entry(meta_by_model[name][0]))
+                if name == ct.REID_MODEL:
+                    entry.update(bf16_entry)
             if plan_filenames:
                 for filename in plan_filenames.values():
                     _copy(plan_root / name / filename, version_dir / filename)
         entry["backend"] = backend
         entry["serving"] = {
-            "python": "onnxruntime" if spec.kind == "inference" else "python",
+            "python": entry.get("runtime", "onnxruntime") if spec.kind == "inference" else "python",
             "onnxruntime": "onnxruntime",
             "tensorrt": "tensorrt",
             "ensemble": "ensemble",
@@ -1169,6 +1206,15 @@ def add_build_repository_parser(subparsers: Any) -> None:
         default="auto",
         help="auto: as exported; int8: require INT8 pose/threat ONNX (docs/int8.md); fp32: refuse INT8 files",
     )
+    p.add_argument(
+        "--reid-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="cpu target: bf16 serves OSNet through OpenVINO in bf16 (CPUs with native bf16; the openvino extra), "
+        "after an accuracy gate against FP32 (docs/int8.md)",
+    )
+    p.add_argument("--holdout", metavar="DIR", help="frames for the bf16 accuracy gate (default: packaged samples)")
+    p.add_argument("--force-accuracy", action="store_true", help="serve bf16 even when the accuracy gate fails")
     p.add_argument("--gpu-profile", default=str(DEFAULT_GPU_PROFILE))
     p.add_argument(
         "--letterbox",
@@ -1208,6 +1254,8 @@ def run_build_repository(args: Any) -> int:
     """Run the ``build-repository`` subcommand from parsed arguments."""
     from enrichment_light.core.paths import validate_model_path
 
+    if (args.holdout or args.force_accuracy) and args.reid_precision != "bf16":
+        raise ValueError("--holdout and --force-accuracy apply to --reid-precision bf16 (INT8: enrichment-export onnx)")
     taxonomy = None
     if args.threat_taxonomy:
         kwargs = {} if not args.allowed_roots else {"allowed_roots": args.allowed_roots}
@@ -1226,6 +1274,9 @@ def run_build_repository(args: Any) -> int:
         gpu_profile=args.gpu_profile,
         letterbox=args.letterbox,
         ort_trt_cache_dir=args.ort_trt_cache_dir,
+        osnet_precision=args.reid_precision,
+        bf16_holdout=args.holdout,
+        bf16_force=args.force_accuracy,
     )
     device = None
     if args.gpu_cc or args.trt_version:
@@ -1251,6 +1302,10 @@ def run_build_repository(args: Any) -> int:
     for name, entry in result.manifest["models"].items():
         note = f" (fallback: {entry['fallback']['reason']})" if "fallback" in entry else ""
         prec = f" {entry['precision']}" if "precision" in entry else ""
+        gate = entry.get("bf16_accuracy", {})
+        if gate:
+            forced = " FORCED past the gate" if entry.get("bf16_gate_forced") else ""
+            note += f" (OpenVINO; bf16 vs FP32 cosine min {gate['min_cosine']:.4f} on {gate['frames']} crops{forced})"
         print(f"{name:20s} {entry['triton_backend']}{prec}{note}")
     print(f"manifest: {result.out_dir / MANIFEST_NAME}")
     return 0

@@ -127,7 +127,7 @@ def test_build_repository_int8_is_served_and_reported_when_exported_int8(
 
     # Oracle: the same INT8 file under bare onnxruntime and the reference postprocessing.
     lb, lb_info = letterbox(decode_image(image), auto=letterbox_mode == "rect")  # as the server letterboxes
-    raw = quantize._session(threat.path).run(None, {ct.IMAGES: lb[None]})[0]
+    raw = quantize.onnx_session(threat.path).run(None, {ct.IMAGES: lb[None]})[0]
     expected = postprocess_detections(raw, [lb_info], conf=0.5, iou=0.7)[0]
     assert len(served.threats) == len(expected.scores) >= 3
     got = np.array(sorted(t.bbox for t in served.threats))

@@ -60,3 +60,7 @@ class InferenceTimeoutError(EnrichmentError, TimeoutError):
 
 class ServerStartError(EnrichmentError, RuntimeError):
     """The embedded Triton server could not be started; the message includes its log tail."""
+
+
+class RuntimeMissingError(EnrichmentError, RuntimeError):
+    """An optional runtime or hardware feature a configuration needs is absent (OpenVINO, native bf16)."""

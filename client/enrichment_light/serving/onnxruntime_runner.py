@@ -18,8 +18,12 @@ import numpy as np
 
 from enrichment_light.core import contract as ct
 from enrichment_light.core.errors import InvalidInputError
+from enrichment_light.core.openvino_session import OpenVinoSession
 from enrichment_light.core.params import get_bool, get_int
 from enrichment_light.serving.pipeline import check_detector_images, check_tensor
+
+#: How a cpu-target inference model runs its ONNX file (config parameter ``runtime``).
+RUNTIMES = ("onnxruntime", "openvino")
 
 
 class OnnxRuntimeRunner:
@@ -42,33 +46,35 @@ class OnnxRuntimeRunner:
             than runs, split the rows of the largest batches so that every run has work (a lone
             32-crop request -> two concurrent 16-row runs); outputs are reassembled in order.
             With single-threaded sessions this is what lets a lone request use both cores.
+        runtime: ``onnxruntime``, or ``openvino`` (the same ONNX compiled by OpenVINO,
+            :class:`~enrichment_light.core.openvino_session.OpenVinoSession`, one stream per
+            concurrent run, `intra_op_threads` each).
+        precision: With ``openvino``: ``bf16`` or ``fp32`` (OpenVINO's ``INFERENCE_PRECISION_HINT``).
     """
 
     def __init__(self, model_name: str, onnx_path: str | os.PathLike[str], *, intra_op_threads: int = 0,
                  inter_op_threads: int = 1, allow_spinning: bool = True,
-                 enable_cpu_mem_arena: bool = True, concurrent_runs: int = 1,
-                 split_batches: bool = True) -> None:  # fmt: skip
-        import onnxruntime as ort
-
+                 enable_cpu_mem_arena: bool = True, concurrent_runs: int = 1, split_batches: bool = True,
+                 runtime: str = "onnxruntime", precision: str = "fp32") -> None:  # fmt: skip
         if int(concurrent_runs) < 1:
             raise ValueError(f"concurrent_runs must be >= 1, got {concurrent_runs!r}")
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self._pool = ThreadPoolExecutor(int(concurrent_runs), "ort-run") if int(concurrent_runs) > 1 else None
         self.concurrent_runs = int(concurrent_runs)
         self.split_batches = bool(split_batches)
         self.spec = ct.model_spec(model_name)
         if self.spec.kind != "inference":
             raise ValueError(f"{model_name!r} is not an inference model")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(intra_op_threads)
-        opts.inter_op_num_threads = int(inter_op_threads)
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.enable_cpu_mem_arena = bool(enable_cpu_mem_arena)
-        # Spinning is onnxruntime's default and is kept: measured on 2 cores, turning it off makes
-        # the pose model ~35% slower (74 vs 54 ms) because workers sleep between parallel sections.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
-        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
-        self.session = ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.runtime = runtime
+        if runtime == "openvino":
+            self.session: Any = OpenVinoSession(
+                onnx_path, precision=precision, threads_per_stream=int(intra_op_threads), streams=self.concurrent_runs
+            )
+        else:
+            self.session = self._onnxruntime_session(
+                onnx_path, intra_op_threads, inter_op_threads, allow_spinning, enable_cpu_mem_arena
+            )
         self.input = self.spec.inputs[0]
         self.output = self.spec.outputs[0]
         # Detectors: a fixed-size ONNX (older exports) accepts only its own H x W; a dynamic one
@@ -84,12 +90,30 @@ class OnnxRuntimeRunner:
                 f"(enrichment_light.core.contract), got inputs {names_in} and outputs {names_out}"
             )
 
+    @staticmethod
+    def _onnxruntime_session(onnx_path: str | os.PathLike[str], intra_op_threads: int, inter_op_threads: int,
+                             allow_spinning: bool, enable_cpu_mem_arena: bool) -> Any:  # fmt: skip
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(intra_op_threads)
+        opts.inter_op_num_threads = int(inter_op_threads)
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.enable_cpu_mem_arena = bool(enable_cpu_mem_arena)
+        # Spinning is onnxruntime's default and is kept: measured on 2 cores, turning it off makes
+        # the pose model ~35% slower (74 vs 54 ms) because workers sleep between parallel sections.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "1" if allow_spinning else "0")
+        return ort.InferenceSession(os.fspath(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
+
     @classmethod
     def from_parameters(cls, model_name: str, model_dir: str | os.PathLike[str], params: Mapping[str, str]):
         """Build from the config parameters of the cpu target.
 
         Parameters: ``onnx_file``, ``intra_op_threads``, ``inter_op_threads``, ``allow_spinning``,
-        ``enable_cpu_mem_arena``, ``concurrent_runs`` and ``split_batches``.
+        ``enable_cpu_mem_arena``, ``concurrent_runs``, ``split_batches``, ``runtime`` and (with
+        ``runtime: openvino``) ``precision``.
         """
         filename = params.get("onnx_file", "model.onnx")
         if os.path.basename(filename) != filename or filename in ("", ".", ".."):
@@ -105,6 +129,8 @@ class OnnxRuntimeRunner:
             enable_cpu_mem_arena=get_bool(params, "enable_cpu_mem_arena", True),
             concurrent_runs=get_int(params, "concurrent_runs", 1, low=1),
             split_batches=get_bool(params, "split_batches", True),
+            runtime=params.get("runtime", "onnxruntime"),
+            precision=params.get("precision", "fp32"),
         )
 
     def run(self, batch: np.ndarray) -> np.ndarray:
