@@ -242,6 +242,7 @@ def build_cpu_repository(
     weights: dict[str, str] | None = None,
     rebuild: bool = False,
     managed: bool = False,
+    reid_precision: str = "fp32",
 ) -> Path:
     """Export the three models to ONNX and build the ``cpu`` target repository.
 
@@ -254,6 +255,8 @@ def build_cpu_repository(
         weights: Weights per contract model name (file path or official name).
         rebuild: Rebuild even when the repository is current.
         managed: `out_dir` is ``serve``'s own folder: rebuilt when an older version built it.
+        reid_precision: ``fp32``, or ``bf16`` (OSNet through OpenVINO, after its accuracy gate;
+            docs/int8.md).
 
     Returns:
         The repository folder.
@@ -273,7 +276,9 @@ def build_cpu_repository(
         raise EnrichmentError(
             f"the repository builder cannot be imported ({err}): pip install 'enrichment-light[export,serve]'"
         ) from err
-    return builder(out_dir, untrained=untrained, weights=weights, rebuild=rebuild, managed=managed)
+    return builder(
+        out_dir, untrained=untrained, weights=weights, rebuild=rebuild, managed=managed, reid_precision=reid_precision
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -290,6 +295,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         weights={k: v for k, v in weights.items() if v},
         rebuild=args.rebuild,
         managed=args.repository is None,
+        reid_precision=args.reid_precision,
     )
     # explicit mode with every model loaded at start: same models as "none", and it lets the stub
     # watchdog reload a model whose Python-backend stub died (Triton 2.51 does not restart it)
@@ -395,6 +401,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pose-weights", default=None, help="yolov8n-pose checkpoint path or official name")
     p.add_argument("--threat-weights", default=None, help="threat detector checkpoint path or official name")
     p.add_argument("--reid-weights", default=None, help="OSNet-x0.25 checkpoint path or official name")
+    p.add_argument(
+        "--reid-precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="bf16: OSNet through OpenVINO in bf16 on a CPU with native bf16, after an accuracy gate "
+        "(the openvino extra; applies when serve builds the repository)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     p.add_argument("--http-port", type=int, default=ct.HTTP_PORT)
     p.add_argument("--grpc-port", type=int, default=ct.GRPC_PORT)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from enrichment_export.onnx_export import export_onnx, untrained_model
-from enrichment_export.repository import MANIFEST_NAME, build_repository
+from enrichment_export.repository import MANIFEST_NAME, BuildOptions, build_repository
 from enrichment_export.weights import DEFAULT_WEIGHTS, resolve_weights
 from enrichment_light.core import contract as ct
 from enrichment_light.core import package_data
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 BUILD_KEY_NAME = "serve-build.json"
 
 
-def build_key(*, untrained: bool, weights: dict[str, str]) -> str:
+def build_key(*, untrained: bool, weights: dict[str, str], reid_precision: str = "fp32") -> str:
     """A digest of what decides the repository ``serve`` builds: the weights and the builder's own sources.
 
     A weights file counts with its size and modification time.
@@ -38,6 +38,8 @@ def build_key(*, untrained: bool, weights: dict[str, str]) -> str:
     stats = {k: Path(v).stat() for k, v in weights.items() if Path(v).is_file()}
     files = {k: [st.st_size, st.st_mtime_ns] for k, st in stats.items()}
     record = {"untrained": untrained, "weights": weights, "weight_files": files}
+    if reid_precision != "fp32":  # absent for FP32, so repositories built before the option stay current
+        record["reid_precision"] = reid_precision
     digest = hashlib.sha256(json.dumps(record, sort_keys=True).encode())
     stack = [resources.files("enrichment_export"), package_data.root()]
     while stack:
@@ -68,6 +70,7 @@ def build_cpu_repository(
     weights: dict[str, str] | None = None,
     rebuild: bool = False,
     managed: bool = False,
+    reid_precision: str = "fp32",
 ) -> Path:
     """Export the three models to ONNX and build the ``cpu`` target repository, unless it is current.
 
@@ -83,12 +86,14 @@ def build_cpu_repository(
             :data:`enrichment_export.weights.DEFAULT_WEIGHTS`.
         rebuild: Rebuild even when the repository is current.
         managed: `out_dir` is ``serve``'s own folder in the user cache.
+        reid_precision: ``fp32``, or ``bf16``: OSNet through OpenVINO in bf16, gated on the
+            packaged photos (``BuildOptions.osnet_precision``); part of the build key.
 
     Returns:
         The repository folder.
     """
     chosen = {**DEFAULT_WEIGHTS, **(weights or {})}
-    key = build_key(untrained=untrained, weights={} if untrained else chosen)
+    key = build_key(untrained=untrained, weights={} if untrained else chosen, reid_precision=reid_precision)
     if (out_dir / MANIFEST_NAME).is_file() and not rebuild:
         if (reason := _stale_reason(out_dir, key, managed=managed)) is None:
             logger.info("using the existing repository %s (pass --rebuild to rebuild)", out_dir)
@@ -99,6 +104,7 @@ def build_cpu_repository(
     for model in ct.INFERENCE_MODELS:
         source: Any = untrained_model(model) if untrained else resolve_weights(chosen[model])
         export_onnx(model, source, artifacts / f"{model}.onnx")
-    build_repository(out_dir, target="cpu", artifacts=artifacts, allowed_roots=[out_dir.parent])
+    options = BuildOptions(osnet_precision=reid_precision)
+    build_repository(out_dir, target="cpu", artifacts=artifacts, options=options, allowed_roots=[out_dir.parent])
     (out_dir / BUILD_KEY_NAME).write_text(json.dumps({"key": key}) + "\n")
     return out_dir

@@ -231,7 +231,7 @@ class AccuracyReport:
         if self.mean_keypoint_error_px is not None:
             parts.append(f"mean keypoint error {self.mean_keypoint_error_px:.2f} px")
         if self.min_cosine is not None:
-            parts.append(f"cosine min {self.min_cosine:.4f} mean {self.mean_cosine:.4f}")
+            parts.append(f"cosine min {self.min_cosine:.5f} mean {self.mean_cosine:.5f}")
         parts.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return ", ".join(parts)
 

@@ -1305,7 +1305,7 @@ def run_build_repository(args: Any) -> int:
         gate = entry.get("bf16_accuracy", {})
         if gate:
             forced = " FORCED past the gate" if entry.get("bf16_gate_forced") else ""
-            note += f" (OpenVINO; bf16 vs FP32 cosine min {gate['min_cosine']:.4f} on {gate['frames']} crops{forced})"
+            note += f" (OpenVINO; bf16 vs FP32 cosine min {gate['min_cosine']:.5f} on {gate['frames']} crops{forced})"
         print(f"{name:20s} {entry['triton_backend']}{prec}{note}")
     print(f"manifest: {result.out_dir / MANIFEST_NAME}")
     return 0

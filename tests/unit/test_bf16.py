@@ -109,7 +109,7 @@ def test_openvino_session_refuses_bf16_when_cpu_has_no_native_bf16(osnet, monkey
             return ["FP32", "INT8"]
 
     monkeypatch.setattr(ovs, "_openvino", lambda: types.SimpleNamespace(Core=Core))
-    with pytest.raises(RuntimeMissingError, match="no native bfloat16.*--reid-precision fp32"):
+    with pytest.raises(RuntimeMissingError, match=r"no native bfloat16.*--reid-precision fp32"):
         ovs.OpenVinoSession(osnet, precision="bf16")
 
 
@@ -172,7 +172,8 @@ def test_bf16_gate_passes_and_refuses_by_min_cosine(osnet, tmp_path):
 def test_build_repository_serves_osnet_bf16_through_openvino_with_gate_figures(artifacts, tmp_path):
     _write_frames(tmp_path / "held", 2)
     options = BuildOptions(osnet_precision="bf16", bf16_holdout=tmp_path / "held")
-    result = build_repository(tmp_path / "repo", artifacts=artifacts, options=options, allowed_roots=[tmp_path, artifacts])
+    roots = [tmp_path, artifacts]
+    result = build_repository(tmp_path / "repo", artifacts=artifacts, options=options, allowed_roots=roots)
     entry = read_manifest(result.out_dir)["models"][ct.REID_MODEL]
     assert entry["precision"] == "bf16" and entry["serving"] == "openvino" and entry["runtime"] == "openvino"
     assert entry["bf16_accuracy"]["passed"] is True and entry["bf16_accuracy"]["min_cosine"] >= 0.99
@@ -206,7 +207,8 @@ def test_build_repository_refuses_bf16_when_not_native_or_not_cpu_target(artifac
                          allowed_roots=[tmp_path, artifacts])  # fmt: skip
     if not NATIVE_BF16:
         with pytest.raises(RuntimeMissingError, match="no native bfloat16"):
-            build_repository(tmp_path / "cpu", artifacts=artifacts, options=options, allowed_roots=[tmp_path, artifacts])
+            roots = [tmp_path, artifacts]
+            build_repository(tmp_path / "cpu", artifacts=artifacts, options=options, allowed_roots=roots)
         assert not (tmp_path / "cpu").exists()
     with pytest.raises(ValueError, match="osnet_precision must be 'fp32' or 'bf16'"):
         BuildOptions(osnet_precision="int8")

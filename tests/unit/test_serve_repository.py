@@ -16,10 +16,10 @@ def builds(monkeypatch):
     """Count the builds; a build writes the manifest as the real builder does."""
     calls: list[str] = []
 
-    def fake_build(out_dir, *, target, artifacts, allowed_roots):
+    def fake_build(out_dir, *, target, artifacts, options, allowed_roots):
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / MANIFEST_NAME).write_text("{}")
-        calls.append(target)
+        calls.append(target if options.osnet_precision == "fp32" else f"{target}+{options.osnet_precision}")
 
     monkeypatch.setattr(cr, "export_onnx", lambda model, source, path: path)
     monkeypatch.setattr(cr, "untrained_model", lambda model: model)
@@ -62,3 +62,30 @@ def test_serve_repository_without_record_is_rebuilt_only_when_serve_manages_the_
     assert builds == ["cpu"] and "no build record" in caplog.text
     cr.build_cpu_repository(repo, untrained=True, managed=True, rebuild=True)
     assert builds == ["cpu", "cpu"]
+
+
+def test_serve_repository_is_rebuilt_when_reid_precision_changes(builds, tmp_path):
+    repo = tmp_path / "repository"
+    cr.build_cpu_repository(repo, untrained=True, managed=True)
+    cr.build_cpu_repository(repo, untrained=True, managed=True, reid_precision="bf16")
+    cr.build_cpu_repository(repo, untrained=True, managed=True, reid_precision="bf16")
+    cr.build_cpu_repository(repo, untrained=True, managed=True)
+    assert builds == ["cpu", "cpu+bf16", "cpu"]
+    fp32 = cr.build_key(untrained=True, weights={})
+    assert cr.build_key(untrained=True, weights={}, reid_precision="fp32") == fp32
+    assert cr.build_key(untrained=True, weights={}, reid_precision="bf16") != fp32
+
+
+def test_serve_cli_passes_reid_precision_to_the_builder(monkeypatch, tmp_path):
+    from enrichment_light import cli
+
+    seen = {}
+
+    def builder(out_dir, **kw):
+        seen.update(kw)
+        raise SystemExit(0)  # stop before the server starts
+
+    monkeypatch.setattr(cli, "build_cpu_repository", builder)
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--untrained", "--repository", str(tmp_path / "r"), "--reid-precision", "bf16"])
+    assert seen["reid_precision"] == "bf16" and seen["untrained"] is True
