@@ -254,7 +254,7 @@ class BuildOptions:
         osnet_precision: cpu target: ``fp32`` (onnxruntime), or ``bf16``: the FP32 OSNet ONNX
             served through OpenVINO with bf16 arithmetic, on CPUs with native bf16 (AVX512_BF16
             or AMX), after the accuracy gate (:func:`enrichment_export.bf16.bf16_gate`; the
-            ``openvino`` extra). ~1.4x onnxruntime FP32 on the 2-core EPYC (docs/cpu-performance.md).
+            ``openvino`` extra). 1.1-1.4x onnxruntime FP32 on the 2-core EPYC (docs/cpu-performance.md).
         bf16_holdout: Folder of frames for the bf16 gate (default: the packaged samples, with a warning).
         bf16_force: Serve bf16 although the gate fails (the figures are still recorded).
     """
@@ -663,7 +663,7 @@ def _check_precision(precision: str, precisions: Mapping[str, str], sources: Map
 
 
 def _bf16_osnet(
-    target: str, sources: Mapping[str, Path | None], precisions: Mapping[str, str], options: BuildOptions
+    target: str, sources: Mapping[str, Path | None], precisions: Mapping[str, str], holdout: Path | None, force: bool
 ) -> dict[str, Any]:
     """Check and gate ``osnet_precision="bf16"``; the manifest fields of the bf16 OSNet."""
     from enrichment_export import bf16
@@ -678,8 +678,8 @@ def _bf16_osnet(
         raise FileNotFoundError(f"osnet_precision 'bf16' needs the FP32 ONNX of {ct.REID_MODEL}")
     if precisions.get(ct.REID_MODEL) != "fp32":
         raise ValueError(f"osnet_precision 'bf16' runs the FP32 OSNet ONNX, but {src} is INT8")
-    report = bf16.bf16_gate(src, holdout_dir=options.bf16_holdout, force=options.bf16_force)
-    return bf16.describe(report, forced=options.bf16_force)
+    report = bf16.bf16_gate(src, holdout_dir=holdout, force=force)
+    return bf16.describe(report, forced=force)
 
 
 def class_names_from_metadata(meta: Mapping[str, str]) -> tuple[str, ...] | None:
@@ -1005,7 +1005,10 @@ def build_repository(
             meta_by_model[name] = read_onnx_info(path)
     precisions = {name: onnx_precision(meta) for name, (meta, _) in meta_by_model.items()}
     _check_precision(precision, precisions, sources)
-    bf16_entry = _bf16_osnet(target, sources, precisions, options) if options.osnet_precision == "bf16" else {}
+    bf16_entry = {}
+    if options.osnet_precision == "bf16":
+        holdout = safe(options.bf16_holdout, must_exist=True) if options.bf16_holdout is not None else None
+        bf16_entry = _bf16_osnet(target, sources, precisions, holdout, options.bf16_force)
     if class_names is None and ct.THREAT_MODEL in meta_by_model:
         class_names = class_names_from_metadata(meta_by_model[ct.THREAT_MODEL][0])
     class_names = tuple(class_names or COCO_NAMES)
