@@ -186,6 +186,7 @@ def test_embedded_server_raises_with_log_tail_when_a_model_fails_and_exit_on_err
         server.start()
     message = str(info.value)
     assert "before it was ready" in message
+    assert "model broken_import failed to load" in message.splitlines()[0]  # the cause on the first line
     assert "last lines of the server log" in message
     assert "broken_import: deliberate failure at import time" in message
     assert str(tmp_path / "t.log") in message

@@ -38,6 +38,9 @@ STOP_TIMEOUT_S = 15.0  # wait after SIGTERM before SIGKILL
 WATCHDOG_INTERVAL_S = 0.5
 _SHM_PREFIX = "triton_python_backend_shm_region_"
 _ERROR_LINE = re.compile(r"^E\d{4} ")  # glog error lines: E1124 14:34:12.073145 ...
+# Triton's model_lifecycle line for a model that did not load; the reason ends at the stub's
+# Python traceback ("\n\nAt:" escaped in the log) or at the closing quote.
+_LOAD_FAILURE = re.compile(r"failed to load '(?P<model>[^']+)' version \d+: (?P<reason>.*?)(?:\\n|\"$|$)")
 _POLL_S = 0.05
 _PORT_LABELS = {"http": "HTTP port", "grpc": "gRPC port", "metrics": "metrics port"}
 logger = logging.getLogger("enrichment_light.server")
@@ -438,6 +441,8 @@ class EmbeddedServer:
                 self._log_file.flush()
 
     def _failure(self, what: str) -> str:
+        if failed := model_load_failures(self._log_lines()):
+            what += ": " + "; ".join(f"model {model} failed to load: {reason}" for model, reason in failed.items())
         tail = self.log_tail()
         errors = "\n".join([line for line in self._log_lines() if _ERROR_LINE.match(line) and line not in tail][-10:])
         earlier = f"--- earlier errors in the server log ---\n{errors}\n" if errors else ""
@@ -446,6 +451,15 @@ class EmbeddedServer:
     def __repr__(self) -> str:
         state = f"running pid={self.pid}" if self.is_running() else "stopped"
         return f"EmbeddedServer({state}, http={self.http_url}, grpc={self.grpc_url}, log={self._log_path})"
+
+
+def model_load_failures(lines: Iterable[str]) -> dict[str, str]:
+    """Model name -> the reason Triton logged for not loading it (its first line, traceback dropped)."""
+    failed: dict[str, str] = {}
+    for line in lines:
+        if _ERROR_LINE.match(line) and (m := _LOAD_FAILURE.search(line)):
+            failed[m["model"]] = m["reason"].strip()
+    return failed
 
 
 def serve_forever(server: EmbeddedServer, *, out: IO[str] | None = None) -> int:
