@@ -23,6 +23,7 @@ from enrichment_light.client.transport import PROTOCOLS, URL_ENV
 from enrichment_light.core import contract as ct
 from enrichment_light.core import package_data
 from enrichment_light.core.errors import EnrichmentError
+from enrichment_light.core.openvino_session import REID_PRECISIONS
 
 logger = logging.getLogger("enrichment_light.cli")
 
@@ -403,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reid-weights", default=None, help="OSNet-x0.25 checkpoint path or official name")
     p.add_argument(
         "--reid-precision",
-        choices=("fp32", "bf16"),
+        choices=REID_PRECISIONS,
         default="fp32",
         help="bf16: OSNet through OpenVINO in bf16 on a CPU with native bf16, after an accuracy gate "
         "(the openvino extra; applies when serve builds the repository)",

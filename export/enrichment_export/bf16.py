@@ -19,10 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from enrichment_export.quantize import (
-    AccuracyGateError,
     AccuracyReport,
     AccuracyThresholds,
     embedding_report,
+    enforce_gate,
     image_files,
     load_frames,
     model_inputs,
@@ -34,9 +34,6 @@ from enrichment_light.core import contract as ct
 from enrichment_light.core.openvino_session import OpenVinoSession
 
 LOGGER = logging.getLogger(__name__)
-
-#: Precisions ``build-repository`` can serve OSNet at on the cpu target.
-REID_PRECISIONS = ("fp32", "bf16")
 
 
 def bf16_gate(
@@ -82,14 +79,8 @@ def bf16_gate(
         reference = onnx_session(fp32_path).run(None, {name: crops})[0]
         candidate = OpenVinoSession(fp32_path, precision="bf16").run(None, {name: crops})[0]
         report = embedding_report(ct.REID_MODEL, reference, candidate, thresholds)
-    LOGGER.info("%s", report.summary())
-    if not report.passed and not force:
-        raise AccuracyGateError(
-            f"{ct.REID_MODEL}: bf16 refused, below the accuracy thresholds: {'; '.join(report.failures)} "
-            "(nothing written; --force-accuracy serves it anyway)"
-        )
-    if not report.passed:
-        LOGGER.warning("%s: bf16 accuracy gate failed but --force-accuracy given: serving it", ct.REID_MODEL)
+    refused = "nothing written; --force-accuracy serves it anyway"
+    enforce_gate(report, precision="bf16", force=force, refused=refused, forced="serving it")
     return report
 
 

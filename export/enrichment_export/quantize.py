@@ -668,6 +668,30 @@ def accuracy_gate(
     )
 
 
+def enforce_gate(report: AccuracyReport, *, precision: str, force: bool, refused: str, forced: str) -> None:
+    """Log `report`; below the thresholds raise, or with `force` warn and go on.
+
+    Args:
+        report: The gate's report.
+        precision: ``INT8`` or ``bf16``, for the messages.
+        force: ``--force-accuracy`` was given.
+        refused: What the refusal says happened and how to override it.
+        forced: What happens anyway when forced (``installing``, ``serving it``).
+
+    Raises:
+        AccuracyGateError: Below the thresholds and not forced.
+    """
+    LOGGER.info("%s", report.summary())
+    if report.passed:
+        return
+    if not force:
+        raise AccuracyGateError(
+            f"{report.model_name}: {precision} refused, below the accuracy thresholds: {'; '.join(report.failures)} "
+            f"({refused})"
+        )
+    LOGGER.warning("%s: %s accuracy gate failed but --force-accuracy given: %s", report.model_name, precision, forced)
+
+
 # --------------------------------------------------------------------------------------------- export
 
 
@@ -782,14 +806,8 @@ def export_int8(
         quantize_onnx(fp32_path, candidate, inputs, model_name=model_name, recipe=recipe)
         with timed_step(LOGGER, f"{model_name}: accuracy gate INT8 vs FP32 on {len(held)} held-out frame(s)"):
             report = accuracy_gate(model_name, fp32_path, candidate, held, thresholds=thresholds, conf=conf)
-        LOGGER.info("%s", report.summary())
-        if not report.passed and not force:
-            raise AccuracyGateError(
-                f"{model_name}: INT8 refused, below the accuracy thresholds: {'; '.join(report.failures)} "
-                "(nothing installed; --force-accuracy installs it anyway)"
-            )
-        if not report.passed:
-            LOGGER.warning("%s: accuracy gate failed but --force-accuracy given: installing", model_name)
+        refused = "nothing installed; --force-accuracy installs it anyway"
+        enforce_gate(report, precision="INT8", force=force, refused=refused, forced="installing")
         metadata = _write_gate_metadata(candidate, report, source=source, calibration_frames=len(calib), forced=force)
         with atomic_output(out, suffix=".onnx") as dst:
             shutil.copyfile(candidate, dst)

@@ -39,6 +39,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from enrichment_light.core import contract as ct
 from enrichment_light.core import package_data
 from enrichment_light.core.files import atomic_output
+from enrichment_light.core.openvino_session import REID_PRECISIONS
 
 LOGGER = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class BuildOptions:
     bf16_force: bool = False
 
     def __post_init__(self) -> None:
-        if self.osnet_precision not in ("fp32", "bf16"):
+        if self.osnet_precision not in REID_PRECISIONS:
             raise ValueError(f"BuildOptions.osnet_precision must be 'fp32' or 'bf16', got {self.osnet_precision!r}")
         if self.letterbox is not None and self.letterbox not in ct.LETTERBOX_MODES:
             modes = list(ct.LETTERBOX_MODES)
@@ -1211,7 +1212,7 @@ def add_build_repository_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--reid-precision",
-        choices=("fp32", "bf16"),
+        choices=REID_PRECISIONS,
         default="fp32",
         help="cpu target: bf16 serves OSNet through OpenVINO in bf16 (CPUs with native bf16; the openvino extra), "
         "after an accuracy gate against FP32 (docs/int8.md)",

@@ -20,6 +20,8 @@ from enrichment_light.core.errors import ModelFileError, RuntimeMissingError
 #: Precisions OpenVINO runs the FP32 ONNX at -> its ``INFERENCE_PRECISION_HINT``.
 OPENVINO_PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
 INSTALL_HINT = "install it with: pip install 'enrichment-light[openvino]'"
+#: Precisions the cpu target serves OSNet at: onnxruntime FP32, or bf16 through this module.
+REID_PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,10 @@ def cpu_has_native_bf16() -> bool:
     Raises:
         RuntimeMissingError: OpenVINO is not installed.
     """
-    core = _openvino().Core()
+    return _native_bf16(_openvino().Core())
+
+
+def _native_bf16(core: Any) -> bool:
     return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
@@ -73,7 +78,7 @@ class OpenVinoSession:
             raise ValueError(f"threads_per_stream must be >= 0 and streams >= 1, got {threads_per_stream}, {streams}")
         ov = _openvino()
         core = ov.Core()
-        if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        if precision == "bf16" and not _native_bf16(core):
             raise RuntimeMissingError(
                 "this CPU has no native bfloat16 (AVX512_BF16 or AMX): bf16 would run as FP32, no faster; "
                 "serve OSNet in FP32 (build-repository --reid-precision fp32)"
